@@ -1,0 +1,216 @@
+"""Command line: ``python -m spark_jobs STAGE [options]`` and ``python -m spark_jobs pipeline``.
+
+This is the only place that reads arguments and creates the Spark session.
+spark-submit runs the same entry point unchanged on EMR and on a local cluster.
+Options are checked before Spark starts, so a bad value costs no JVM start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+from spark_jobs.errors import ParameterError
+from spark_jobs.errors import PipelineError
+from spark_jobs.layout import RunLayout
+from spark_jobs.params import Parameters
+from spark_jobs.steps import STAGE_PARAMETERS
+from spark_jobs.steps import STAGES
+from spark_jobs.steps import RunRequest
+from spark_jobs.steps import build_steps
+from spark_jobs.steps import option_name
+
+logger = logging.getLogger(__name__)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(item) for item in text.split(",") if item.strip())
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    return tuple(float(item) for item in text.split(",") if item.strip())
+
+
+# Type and help text of each Parameters field, as a command-line option.
+PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "seed": (int, "random seed for splits and ALS initialisation"),
+    "test_fraction": (float, "share of ratings held out for testing, in (0, 1)"),
+    "validation_fraction": (float, "share of training ratings held out by tune, in (0, 1)"),
+    "rank": (int, "number of latent factors, at least 1"),
+    "reg_param": (float, "ALS regularisation (regParam), at least 0"),
+    "max_iter": (int, "ALS iterations, at least 1"),
+    "top_k": (int, "movies recommended per user, at least 1"),
+    "study_max_iter": (int, "largest iteration count in the RMSE-against-iterations study"),
+    "rank_grid": (_int_list, "comma-separated ranks searched by tune"),
+    "reg_grid": (_float_list, "comma-separated regParam values searched by tune"),
+    "max_quarantine_fraction": (
+        float,
+        "stop the load when more than this share of rows is quarantined, in [0, 1]",
+    ),
+}
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="run directory URI (path or s3://)")
+    parser.add_argument(
+        "--master",
+        help="Spark master when run without spark-submit (default local[*]); "
+        "ignored under spark-submit",
+    )
+
+
+def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        value_type, help_text = PARAMETER_OPTIONS[name]
+        parser.add_argument(option_name(name), dest=name, type=value_type, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spark_jobs", description=__doc__)
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    for stage in STAGES:
+        stage_parser = subcommands.add_parser(stage, help=f"run the {stage} stage")
+        _add_common_options(stage_parser)
+        _add_parameter_options(stage_parser, STAGE_PARAMETERS[stage])
+        if stage == "load":
+            stage_parser.add_argument(
+                "--source",
+                help="MovieLens directory URI or dataset name; default: the sample pyspark ships",
+            )
+        if stage == "split":
+            _add_split_files(stage_parser)
+        if stage == "recommend":
+            stage_parser.add_argument("--user", type=int, help="print this user's list")
+
+    pipeline = subcommands.add_parser("pipeline", help="run every stage in order")
+    _add_common_options(pipeline)
+    pipeline.add_argument(
+        "--source",
+        help="MovieLens directory URI or dataset name; default: the sample pyspark ships",
+    )
+    _add_split_files(pipeline)
+    pipeline.add_argument("--no-tune", action="store_true", help="skip the tune stage")
+    all_parameters = [name for name in PARAMETER_OPTIONS]
+    _add_parameter_options(pipeline, all_parameters)
+    return parser
+
+
+def _add_split_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", help="existing training ratings file, used with --test")
+    parser.add_argument("--test", help="existing test ratings file, used with --train")
+
+
+def explicit_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the Parameters fields set on the command line."""
+    return {
+        name: getattr(args, name)
+        for name in PARAMETER_OPTIONS
+        if getattr(args, name, None) is not None
+    }
+
+
+def _normalise(uri: str) -> str:
+    if "://" in uri:
+        return uri.rstrip("/") + "/"
+    if uri.startswith("file:"):
+        uri = uri[len("file:"):]
+    return os.path.abspath(uri).rstrip("/") + "/"
+
+
+def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
+    """Raise ParameterError when the run directory is inside (or is) one of the inputs."""
+    out = _normalise(output)
+    for option, value in inputs.items():
+        if value is None:
+            continue
+        is_dataset_name = "/" not in value and not os.path.exists(value)
+        if is_dataset_name:
+            continue
+        inside = _normalise(value)
+        if out.startswith(inside):
+            raise ParameterError(
+                f"invalid value for --output: {output!r} is inside the input {option} {value!r}; "
+                f"choose a run directory outside the input data"
+            )
+
+
+def validate_args(args: argparse.Namespace) -> Parameters:
+    """Return the validated Parameters, or raise ParameterError naming the option."""
+    params = Parameters().with_values(**explicit_parameters(args)).validate()
+    check_output_location(
+        args.output,
+        {
+            "--source": getattr(args, "source", None),
+            "--train": getattr(args, "train", None),
+            "--test": getattr(args, "test", None),
+        },
+    )
+    if (getattr(args, "train", None) is None) != (getattr(args, "test", None) is None):
+        raise ParameterError("--train and --test must be given together")
+    return params
+
+
+def run_stage(spark: Any, args: argparse.Namespace, params: Parameters) -> dict[str, Any]:
+    """Run the stage named by ``args.command`` and return its summary."""
+    from spark_jobs.context import StageContext
+
+    module = importlib.import_module(f"spark_jobs.stages.{args.command}")
+    context = StageContext(
+        spark=spark,
+        layout=RunLayout(args.output),
+        params=params,
+        explicit=frozenset(explicit_parameters(args)),
+        source=getattr(args, "source", None),
+        train=getattr(args, "train", None),
+        test=getattr(args, "test", None),
+        user=getattr(args, "user", None),
+    )
+    return module.run(context)
+
+
+def run_pipeline(spark: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """Run the step list in this process, each step parsed exactly as spark-submit would pass it."""
+    request = RunRequest(
+        output=args.output,
+        source=args.source,
+        train=args.train,
+        test=args.test,
+        tune=not args.no_tune,
+        parameters=explicit_parameters(args),
+    )
+    summaries = {}
+    for step in build_steps(request):
+        step_args = parser.parse_args(list(step.args))
+        summaries[step.name] = run_stage(spark, step_args, validate_args(step_args))
+    return summaries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        params = validate_args(args)
+        from spark_jobs.session import build_session
+
+        spark = build_session(f"spark_jobs {args.command}", master=args.master)
+        if args.command == "pipeline":
+            summary = run_pipeline(spark, args, parser)
+        else:
+            summary = run_stage(spark, args, params)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return 0

@@ -1,0 +1,195 @@
+"""Atomic stage outputs, manifests and lineage checks.
+
+A stage writes every output under ``_staging/<stage>-<attempt>/`` in the run
+directory. Only when all of them are complete does it move them to their final
+paths and write ``_manifests/<stage>.json``, last. The first thing a stage does is
+delete its own manifest, so a stage that dies at any point leaves its outputs
+uncommitted, and the next stage rejects them instead of reading half a result.
+
+Each manifest records a fresh id, the ids of the manifests it read, the dataset
+and the load it descends from, the parameters, the code version, counts and
+timings. A stage that reads several inputs checks they descend from the same
+load, so a model from one run is never scored against another run's ratings.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from spark_jobs import code_version
+from spark_jobs import fs
+from spark_jobs.errors import LineageError
+from spark_jobs.errors import UncommittedInputError
+from spark_jobs.layout import STAGE_OUTPUTS
+from spark_jobs.layout import RunLayout
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The committed record of one stage's outputs in one run directory."""
+
+    stage: str
+    manifest_id: str
+    root: str
+    dataset: str
+    load_id: str
+    inputs: dict[str, str]
+    parameters: dict[str, Any]
+    code_version: str
+    counts: dict[str, Any]
+    timings: dict[str, float]
+    outputs: list[str]
+    committed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_manifest(spark: SparkSession, layout: RunLayout, stage: str) -> Manifest:
+    """Return the committed manifest of ``stage`` in ``layout``.
+
+    Raises UncommittedInputError naming the run directory and the command that
+    rebuilds the missing output.
+    """
+    uri = layout.manifest(stage)
+    if not fs.exists(spark, uri):
+        raise UncommittedInputError(
+            f"the {stage} output in {layout.root} is not committed (no manifest at {uri}); "
+            f"it is missing or was left incomplete by a failed run. "
+            f"Rerun it: python -m spark_jobs {stage} --output {layout.root}"
+        )
+    values = fs.read_json(spark, uri)
+    return Manifest(**values)
+
+
+def check_lineage(manifests: Mapping[str, Manifest]) -> tuple[str, str]:
+    """Return the shared (dataset, load_id) of the inputs, or raise LineageError naming two that differ."""
+    items = sorted(manifests.items())
+    if not items:
+        raise ValueError("check_lineage needs at least one manifest")
+    first_name, first = items[0]
+    for name, manifest in items[1:]:
+        if manifest.dataset != first.dataset or manifest.load_id != first.load_id:
+            raise LineageError(
+                f"inputs come from different datasets or runs: {first_name} is from dataset "
+                f"{first.dataset} (load {first.load_id} in {first.root}) but {name} is from dataset "
+                f"{manifest.dataset} (load {manifest.load_id} in {manifest.root}). "
+                f"Point both inputs at outputs of the same run."
+            )
+    return first.dataset, first.load_id
+
+
+@dataclass
+class StageCommit:
+    """Context manager that stages a stage's outputs and commits them on success.
+
+    Use ``staging_path(relative)`` for every output, where ``relative`` is one of
+    the stage's paths in ``layout.STAGE_OUTPUTS`` or a path below one. Set
+    ``dataset`` (load only) and add to ``counts`` before the block ends.
+    """
+
+    spark: SparkSession
+    layout: RunLayout
+    stage: str
+    inputs: Mapping[str, Manifest] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGE_OUTPUTS:
+            raise ValueError(f"unknown stage {self.stage!r}; allowed: {sorted(STAGE_OUTPUTS)}")
+        self.attempt = uuid.uuid4().hex[:12]
+        self.staging_root = self.layout.staging(self.stage, self.attempt)
+        self._written: set[str] = set()
+
+    def staging_path(self, relative: str) -> str:
+        """Return where to write ``relative`` during this attempt."""
+        top = self._owned_output(relative)
+        self._written.add(top)
+        return f"{self.staging_root}/{relative.strip('/')}"
+
+    def _owned_output(self, relative: str) -> str:
+        relative = relative.strip("/")
+        for output in STAGE_OUTPUTS[self.stage]:
+            if relative == output or relative.startswith(output + "/"):
+                return output
+        raise ValueError(
+            f"stage {self.stage} may not write {relative!r}; "
+            f"its outputs are {list(STAGE_OUTPUTS[self.stage])}"
+        )
+
+    def __enter__(self) -> StageCommit:
+        self._started = time.monotonic()
+        # Uncommit first: from here on, a crash leaves no manifest behind.
+        fs.delete(self.spark, self.layout.manifest(self.stage))
+        self._remove_stale_staging()
+        logger.info("%s: started in %s", self.stage, self.layout.root)
+        return self
+
+    def _remove_stale_staging(self) -> None:
+        staging_dir = self.layout.path("_staging")
+        for name in fs.list_names(self.spark, staging_dir):
+            if name.startswith(self.stage + "-"):
+                fs.delete(self.spark, f"{staging_dir}/{name}")
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
+        if exc_type is not None:
+            logger.error("%s: failed, outputs left uncommitted in %s", self.stage, self.staging_root)
+            return False
+        self._promote()
+        self._write_manifest()
+        fs.delete(self.spark, self.staging_root)
+        logger.info(
+            "%s: committed in %.1f s, counts %s",
+            self.stage,
+            self.timings["total_seconds"],
+            self.counts,
+        )
+        return False
+
+    def _promote(self) -> None:
+        for output in sorted(self._written):
+            staged = f"{self.staging_root}/{output}"
+            final = self.layout.path(output)
+            fs.delete(self.spark, final)
+            fs.rename(self.spark, staged, final)
+
+    def _write_manifest(self) -> None:
+        self.timings["total_seconds"] = round(time.monotonic() - self._started, 3)
+        if self.stage == "load":
+            if self.dataset is None:
+                raise ValueError("the load stage must set dataset before it commits")
+            dataset, load_id = self.dataset, ""
+        else:
+            dataset, load_id = check_lineage(self.inputs)
+        manifest_id = uuid.uuid4().hex
+        self.manifest = Manifest(
+            stage=self.stage,
+            manifest_id=manifest_id,
+            root=self.layout.root,
+            dataset=dataset,
+            load_id=load_id or manifest_id,
+            inputs={name: manifest.manifest_id for name, manifest in sorted(self.inputs.items())},
+            parameters=dict(self.parameters),
+            code_version=code_version(),
+            counts=dict(self.counts),
+            timings=dict(self.timings),
+            outputs=sorted(self._written),
+            committed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        )
+        fs.write_json(self.spark, self.layout.manifest(self.stage), self.manifest.to_dict())

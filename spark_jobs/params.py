@@ -1,0 +1,97 @@
+"""Pipeline parameters: every default in one place, validated before Spark starts.
+
+Pure Python, so the command line can reject nonsense without starting a JVM and
+the infrastructure can import the defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
+
+from spark_jobs.errors import ParameterError
+
+DEFAULT_SEED = 42
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_VALIDATION_FRACTION = 0.2
+DEFAULT_RANK = 10
+DEFAULT_REG_PARAM = 0.1
+DEFAULT_MAX_ITER = 15
+DEFAULT_TOP_K = 20
+DEFAULT_STUDY_MAX_ITER = 20
+DEFAULT_RANK_GRID = (8, 16, 32)
+DEFAULT_REG_GRID = (0.05, 0.1, 0.2)
+DEFAULT_MAX_QUARANTINE_FRACTION = 0.01
+
+
+def check_range(
+    option: str,
+    value: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> None:
+    """Raise ParameterError unless ``minimum <= value <= maximum`` (bounds as given)."""
+    too_low = minimum is not None and (value < minimum if min_inclusive else value <= minimum)
+    too_high = maximum is not None and (value > maximum if max_inclusive else value >= maximum)
+    if too_low or too_high:
+        low = "-inf" if minimum is None else f"{minimum:g}"
+        high = "inf" if maximum is None else f"{maximum:g}"
+        left = "[" if min_inclusive and minimum is not None else "("
+        right = "]" if max_inclusive and maximum is not None else ")"
+        raise ParameterError(
+            f"invalid value for {option}: {value!r}; allowed range is {left}{low}, {high}{right}"
+        )
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The knobs of one run. Field names are the command-line option names with underscores."""
+
+    seed: int = DEFAULT_SEED
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    rank: int = DEFAULT_RANK
+    reg_param: float = DEFAULT_REG_PARAM
+    max_iter: int = DEFAULT_MAX_ITER
+    top_k: int = DEFAULT_TOP_K
+    study_max_iter: int = DEFAULT_STUDY_MAX_ITER
+    rank_grid: tuple[int, ...] = DEFAULT_RANK_GRID
+    reg_grid: tuple[float, ...] = DEFAULT_REG_GRID
+    max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION
+
+    def validate(self) -> Parameters:
+        """Return self, or raise ParameterError naming the first invalid option."""
+        check_range("--test-fraction", self.test_fraction, minimum=0, maximum=1,
+                    min_inclusive=False, max_inclusive=False)
+        check_range("--validation-fraction", self.validation_fraction, minimum=0, maximum=1,
+                    min_inclusive=False, max_inclusive=False)
+        check_range("--rank", self.rank, minimum=1, maximum=1000)
+        check_range("--reg-param", self.reg_param, minimum=0)
+        check_range("--max-iter", self.max_iter, minimum=1, maximum=1000)
+        check_range("--top-k", self.top_k, minimum=1, maximum=1000)
+        check_range("--study-max-iter", self.study_max_iter, minimum=1, maximum=1000)
+        check_range("--max-quarantine-fraction", self.max_quarantine_fraction,
+                    minimum=0, maximum=1)
+        for rank in self.rank_grid:
+            check_range("--rank-grid", rank, minimum=1, maximum=1000)
+        for reg_param in self.reg_grid:
+            check_range("--reg-grid", reg_param, minimum=0)
+        if not self.rank_grid:
+            raise ParameterError("invalid value for --rank-grid: empty; give at least one rank")
+        if not self.reg_grid:
+            raise ParameterError("invalid value for --reg-grid: empty; give at least one value")
+        return self
+
+    def with_values(self, **changes: Any) -> Parameters:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["rank_grid"] = list(self.rank_grid)
+        values["reg_grid"] = list(self.reg_grid)
+        return values

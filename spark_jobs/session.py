@@ -1,0 +1,94 @@
+"""The Spark session: sized for this machine when run directly, left alone under spark-submit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+# Share of the machine's available memory given to a local driver, which in
+# local mode also runs every executor task. The rest is left to the Python
+# workers and the operating system.
+LOCAL_MEMORY_SHARE = 0.6
+MIN_DRIVER_MEMORY_MB = 1024
+
+
+def available_memory_mb() -> int:
+    """Return MemAvailable from /proc/meminfo in MiB, or 4096 where that file is missing."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 4096
+
+
+def local_driver_memory() -> str:
+    megabytes = max(MIN_DRIVER_MEMORY_MB, int(available_memory_mb() * LOCAL_MEMORY_SHARE))
+    return f"{megabytes}m"
+
+
+def launched_by_spark_submit() -> bool:
+    """Return whether spark-submit (or pyspark) started this Python process and owns the conf."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def default_checkpoint_dir(master: str) -> str:
+    """Return a checkpoint directory every executor can reach.
+
+    Long ALS runs need checkpoints to cut their lineage, or the driver fails with
+    a StackOverflowError when serialising it. On YARN the executors share HDFS;
+    in local and loopback standalone mode they share this machine's disk.
+    """
+    if master.startswith("yarn"):
+        return "hdfs:///tmp/spark_jobs/checkpoints"
+    return "file://" + tempfile.mkdtemp(prefix="spark_jobs_checkpoints_")
+
+
+def build_session(
+    app_name: str = "spark_jobs",
+    *,
+    master: str | None = None,
+    driver_memory: str | None = None,
+    shuffle_partitions: int | None = None,
+    checkpoint_dir: str | None = None,
+) -> SparkSession:
+    """Return the Spark session for a stage, creating it if needed.
+
+    Under spark-submit the submitted configuration wins and only the
+    checkpoint directory is added. Run directly, the session is local
+    (``local[*]`` unless ``master`` says otherwise), bound to loopback, with
+    driver memory from what the machine has available.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    if not launched_by_spark_submit():
+        cores = os.cpu_count() or 1
+        builder = (
+            builder.master(master or "local[*]")
+            .config("spark.driver.memory", driver_memory or local_driver_memory())
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", str(shuffle_partitions or max(4, 2 * cores)))
+            .config("spark.sql.adaptive.enabled", "true")
+            .config("spark.sql.session.timeZone", "UTC")
+        )
+    spark = builder.getOrCreate()
+    context = spark.sparkContext
+    context.setLogLevel("WARN")
+    if context.getCheckpointDir() is None:
+        context.setCheckpointDir(checkpoint_dir or default_checkpoint_dir(context.master))
+    logger.info(
+        "Spark %s session: master %s, driver memory %s, shuffle partitions %s",
+        spark.version,
+        context.master,
+        context.getConf().get("spark.driver.memory", "default"),
+        spark.conf.get("spark.sql.shuffle.partitions"),
+    )
+    return spark
