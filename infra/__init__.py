@@ -1,0 +1,1 @@
+"""The CDK app's constructs. Only ``infra.naming`` is importable without aws-cdk-lib."""

@@ -1,0 +1,1 @@
+"""Operator commands (boto3) for deployed environments: ``python -m ops COMMAND``."""
