@@ -1,0 +1,1 @@
+"""Benchmark scripts and the synthetic MovieLens generator; not part of the installed package."""
