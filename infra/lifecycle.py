@@ -1,4 +1,4 @@
-"""Deletion order and cleanup so that ``cdk destroy`` of a non-production environment leaves nothing.
+"""Deletion order and cleanup that let ``cdk destroy`` remove a non-production environment.
 
 CloudFormation deletes resources in the reverse order of their dependencies and
 deletes unrelated resources in parallel. Two EMR behaviours break a plain stack:
@@ -173,8 +173,8 @@ class Lifecycle(Construct):
     """Deletion order and cleanup for one environment's stack.
 
     ``destroy_everything`` applies the DESTROY removal policy to every resource in
-    the stack; pass True only for environments whose data may be lost (CI and
-    development), because it overrides RETAIN on data buckets too.
+    the stack, which overrides RETAIN on data buckets too. Pass True only for
+    environments whose data may be lost, such as CI and development.
     """
 
     def __init__(

@@ -104,7 +104,7 @@ def dependencies(resources: dict[str, dict]) -> dict[str, set[str]]:
 def deleted_before(graph: dict[str, set[str]], first: str, then: str) -> bool:
     """Whether CloudFormation must finish deleting ``first`` before it starts on ``then``.
 
-    That holds exactly when ``first`` depends on ``then``, directly or transitively.
+    That is true exactly when ``first`` depends on ``then``, directly or transitively.
     """
     pending = [first]
     seen: set[str] = set()

@@ -107,7 +107,8 @@ def handler(event: dict, context) -> None:
             reason = f"revoked {len(revoked)} rules"
         else:
             reason = "nothing to do until the stack is deleted"
-    except Exception as error:  # noqa: BLE001 - CloudFormation must get an answer or it waits an hour
+    # Any error must still reach CloudFormation, which otherwise waits an hour for a reply.
+    except Exception as error:  # noqa: BLE001
         logger.exception("security group cleanup failed")
         send_response(event, "FAILED", f"security group cleanup failed: {error}", physical_id)
         return
