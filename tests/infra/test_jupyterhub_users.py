@@ -153,7 +153,7 @@ def container_users(fake_node) -> dict:
 
 def user_arguments() -> list[str]:
     names = ("alice", "bob")
-    return [f"{name}={arn}" for name, arn in zip(names, SECRETS)]
+    return [f"{name}={arn}" for name, arn in zip(names, SECRETS, strict=True)]
 
 
 def test_lock_default_replaces_documented_password(fake_node):
@@ -234,7 +234,9 @@ def test_create_users_resets_existing_user_password(fake_node):
     run_script(fake_node, "create-users", "eu-west-1", *user_arguments())
     users = container_users(fake_node)
     users["alice"]["password"] = "changed-by-hand"
-    result = run_script(fake_node, "create-users", "eu-west-1", *user_arguments(), users=users, hub_status=409)
+    result = run_script(
+        fake_node, "create-users", "eu-west-1", *user_arguments(), users=users, hub_status=409
+    )
     assert result.returncode == 0, result.stderr
     assert container_users(fake_node)["alice"]["password"] == "Alice-password-1"
 
