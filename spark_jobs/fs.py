@@ -100,3 +100,22 @@ def write_json(spark: SparkSession, uri: str, value: Any) -> None:
 
 def read_json(spark: SparkSession, uri: str) -> Any:
     return json.loads(read_text(spark, uri))
+
+
+def status(spark: SparkSession, uri: str) -> tuple[int, int]:
+    """Return (length in bytes, modification time in ms since the epoch) of a file."""
+    path, fs = _path_and_fs(spark, uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"file not found: {uri}")
+    file_status = fs.getFileStatus(path)
+    return int(file_status.getLen()), int(file_status.getModificationTime())
+
+
+def copy_from_local(spark: SparkSession, local_path: str, uri: str) -> None:
+    """Copy a file on the driver's disk to ``uri``, replacing any file there.
+
+    Hadoop streams the copy, so a file larger than the driver's memory is fine.
+    """
+    jvm = spark.sparkContext._jvm
+    target, fs = _path_and_fs(spark, uri)
+    fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(local_path), target)

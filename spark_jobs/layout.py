@@ -31,6 +31,8 @@ RECOMMENDATIONS_CSV = "recommendations.csv"
 # Bookkeeping that is not part of the user-facing contract.
 MANIFESTS = "_manifests"
 STAGING = "_staging"
+# Copies of downloaded data sets (load --source NAME), so executors read them from here.
+SOURCES = "_sources"
 
 # The outputs each stage replaces when it commits. A path belongs to exactly one
 # stage, except metrics.json, which train writes and evaluate extends.
@@ -129,3 +131,6 @@ class RunLayout:
 
     def staging(self, stage: str, attempt: str) -> str:
         return self.path(f"{STAGING}/{stage}-{attempt}")
+
+    def source_copy(self, dataset: str) -> str:
+        return self.path(f"{SOURCES}/{dataset}")
