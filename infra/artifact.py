@@ -39,6 +39,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spark_jobs.local_runner import ARTIFACT_ENTRY_POINT
+from spark_jobs.local_runner import ARTIFACT_PACKAGE_ZIP
+
 logger = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -54,9 +57,10 @@ DEFAULT_BUILD_ROOT = REPOSITORY / "build" / "artifacts"
 S3_PREFIX = "artifacts/spark_jobs"
 
 # Relative paths inside an artifact. The EMR steps, the state machine, the
-# bootstrap action and the local runner all refer to these.
-ENTRY_POINT = "main.py"
-PACKAGE_ZIP = "spark_jobs.zip"
+# bootstrap action and the local runner all refer to these. The local runner
+# defines the two that spark-submit reads, so that it needs nothing from infra.
+ENTRY_POINT = ARTIFACT_ENTRY_POINT
+PACKAGE_ZIP = ARTIFACT_PACKAGE_ZIP
 REQUIREMENTS = "requirements.txt"
 WHEELS = "wheels"
 BOOTSTRAP_SCRIPT = "bootstrap/install_python_dependencies.sh"

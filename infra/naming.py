@@ -29,3 +29,18 @@ ENVIRONMENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 def stack_name(environment: str) -> str:
     """Return the CloudFormation stack name of an environment: ``als-recommender-<environment>``."""
     return f"{PROJECT}-{environment}"
+
+
+# Where the pipeline state machine reads and writes in the data bucket: a
+# dataset named NAME in an execution input is read from datasets/NAME/, and run
+# RUN writes its run directory to runs/RUN/.
+DATASETS_PREFIX = "datasets/"
+RUNS_PREFIX = "runs/"
+
+# Run ids become an S3 key segment, an EMR step name prefix and a cluster name.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def transient_cluster_name(environment: str, run_id: str) -> str:
+    """Return the name of the cluster a pipeline run creates for itself."""
+    return f"{stack_name(environment)}-run-{run_id}"
