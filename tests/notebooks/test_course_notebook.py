@@ -1,0 +1,171 @@
+"""The course notebook: valid nbformat 4, and a top-to-bottom run on ml-latest-small.
+
+The run goes through papermill in a separate Python kernel, as a user's run would,
+with the package imported from a zip through ``addPyFile``: the path the notebook
+takes on EMR. It starts its own Spark in that kernel process, not in this one.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from spark_jobs import layout as run_layout
+from spark_jobs.steps import STAGES
+from tests.conftest import REPOSITORY
+
+NOTEBOOK = REPOSITORY / "notebooks" / "als_course.ipynb"
+
+# Small tuning grids keep the run short; the notebook passes them to tune as
+# explicit parameters, exactly as the pipeline's options would.
+QUICK_PARAMETERS = {"rank_grid": [10], "reg_grid": [0.1], "study_max_iter": 3}
+KERNEL_START_TIMEOUT_SECONDS = 120
+
+RUN_DIRECTORY_PATHS = (
+    run_layout.RATINGS,
+    run_layout.MOVIES,
+    run_layout.QUARANTINE,
+    run_layout.LOAD_REPORT,
+    run_layout.EXPLORE,
+    run_layout.SPLIT_TRAIN,
+    run_layout.SPLIT_TEST,
+    run_layout.TUNING_RESULTS,
+    run_layout.TUNING_PLOT,
+    run_layout.MODEL,
+    run_layout.METRICS,
+    run_layout.RECOMMENDATIONS,
+    run_layout.RECOMMENDATIONS_CSV,
+)
+
+
+def build_package_zip(target: Path) -> Path:
+    """Zip the spark_jobs sources the way spark-submit --py-files and addPyFile expect them."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for source in sorted((REPOSITORY / "spark_jobs").rglob("*.py")):
+            archive.write(source, source.relative_to(REPOSITORY).as_posix())
+    return target
+
+
+def text_outputs(notebook: nbformat.NotebookNode) -> str:
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                texts.append(output["text"])
+            elif "text/plain" in output.get("data", {}):
+                texts.append(output["data"]["text/plain"])
+    return "".join(texts)
+
+
+def png_outputs(notebook: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, ml_latest_small):
+    """Run the notebook once; return (executed notebook, run directory, package zip)."""
+    work = tmp_path_factory.mktemp("course_notebook")
+    run_directory = work / "run"
+    package = build_package_zip(work / "spark_jobs.zip")
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(work / "executed.ipynb"),
+        parameters={
+            "source": str(ml_latest_small),
+            "output": str(run_directory),
+            "artifact": str(package),
+            "master": "local[2]",
+            **QUICK_PARAMETERS,
+        },
+        kernel_name="python3",
+        # A directory without spark_jobs in it, so only the zip can provide the package.
+        cwd=str(work),
+        progress_bar=False,
+        start_timeout=KERNEL_START_TIMEOUT_SECONDS,
+    )
+    notebook = nbformat.read(work / "executed.ipynb", as_version=4)
+    return notebook, run_directory, package
+
+
+def test_notebook_is_valid_nbformat_4():
+    notebook = nbformat.read(NOTEBOOK, as_version=nbformat.NO_CONVERT)
+    nbformat.validate(notebook)
+    assert notebook.nbformat == 4
+
+
+def test_notebook_has_one_parameters_cell():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for name in ("source", "output", "artifact", "rank_grid", "reg_grid", "study_max_iter"):
+        assert f"\n{name} = " in "\n" + tagged[0].source, name
+
+
+def test_notebook_is_stored_without_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs for cell in code_cells)
+    assert all(cell.execution_count is None for cell in code_cells)
+
+
+def test_notebook_runs_every_stage_of_the_step_list():
+    source = "".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
+    for stage in STAGES:
+        assert f'run_step("{stage}")' in source, stage
+
+
+def test_notebook_run_writes_run_directory_contract(executed):
+    _, run_directory, _ = executed
+    for relative in RUN_DIRECTORY_PATHS:
+        assert (run_directory / relative).exists(), relative
+
+
+def test_notebook_run_commits_every_stage(executed):
+    _, run_directory, _ = executed
+    layout = run_layout.RunLayout(str(run_directory))
+    for stage in STAGES:
+        assert Path(layout.manifest(stage)).is_file(), stage
+
+
+def test_notebook_run_metrics_have_contract_keys(executed):
+    _, run_directory, _ = executed
+    metrics = json.loads((run_directory / run_layout.METRICS).read_text())
+    for key in ("rmse", "mae", "n_train", "n_test", "n_test_scored", "params", "dataset"):
+        assert key in metrics, key
+    for key in ("rank", "regParam", "maxIter"):
+        assert key in metrics["params"], key
+    assert metrics["n_test_scored"] <= metrics["n_test"]
+    # The tuned grid has one point, so train must have used it.
+    assert metrics["params"]["rank"] == QUICK_PARAMETERS["rank_grid"][0]
+
+
+def test_notebook_run_rmse_is_plausible(executed):
+    _, run_directory, _ = executed
+    metrics = json.loads((run_directory / run_layout.METRICS).read_text())
+    # A tiny tuning grid; the band is wider than the pipeline test's 0.80..0.90.
+    assert 0.70 <= metrics["rmse"] <= 1.00
+
+
+def test_notebook_run_imports_package_from_artifact(executed):
+    notebook, _, package = executed
+    assert f"imported from {package}" in text_outputs(notebook)
+
+
+def test_notebook_run_shows_plots(executed):
+    notebook, _, _ = executed
+    # Two exploration plots and the RMSE-against-iterations plot.
+    assert png_outputs(notebook) == 3
+
+
+def test_notebook_run_lists_top_20_for_a_user(executed):
+    notebook, _, _ = executed
+    assert "top 20 for user " in text_outputs(notebook)
