@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The CDK app: one stack per environment, configured from cdk.json context and ``-c`` overrides.
+
+npx cdk synth                          # the default environment, offline
+npx cdk deploy -c environment=ci-123   # a second, independent environment
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from infra import naming
+from infra.config import ConfigError
+from infra.config import EnvironmentConfig
+from infra.config import load_config
+from infra.stack import RecommenderStack
+
+
+def create_app(
+    context: Mapping[str, object] | None = None,
+    *,
+    outdir: str | None = None,
+    nag: bool = True,
+) -> tuple[cdk.App, RecommenderStack]:
+    """Build the app and its stack; with ``nag``, synthesis fails on any cdk-nag finding.
+
+    ``context`` replaces what the CDK command line passes (tests use it). Raises
+    ConfigError for an invalid configuration value.
+    """
+    app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
+    config = load_config(app.node.get_all_context())
+    stack = RecommenderStack(
+        app,
+        naming.stack_name(config.environment),
+        config=config,
+        env=_stack_environment(config),
+    )
+    cdk.Tags.of(app).add(naming.PROJECT_TAG, naming.PROJECT)
+    cdk.Tags.of(app).add(naming.ENVIRONMENT_TAG, config.environment)
+    if nag:
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    return app, stack
+
+
+def _stack_environment(config: EnvironmentConfig) -> cdk.Environment | None:
+    # Only a VPC lookup needs a concrete account and region; everything else stays
+    # environment-agnostic so that synthesis needs no credentials.
+    if config.vpc_id is None:
+        return None
+    return cdk.Environment(
+        account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
+    )
+
+
+def main() -> int:
+    try:
+        app, _stack = create_app()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The environment's stack: composes storage, network, IAM and the cluster, and exports names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput
+from aws_cdk import Stack
+from constructs import Construct
+
+from infra import naming
+from infra.cluster import ClusterSize
+from infra.cluster import EmrCluster
+from infra.config import EnvironmentConfig
+from infra.iam import ClusterRoles
+from infra.network import Network
+from infra.storage import ARTIFACTS_PREFIX
+from infra.storage import EMR_LOG_PREFIX
+from infra.storage import Storage
+
+
+class RecommenderStack(Stack):
+    """Everything one environment deploys. Constructs are attributes for extension."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"ALS recommender on Amazon EMR, environment {config.environment}",
+            termination_protection=config.termination_protection,
+            # Stack tags reach the resources that Tags.of cannot, such as CDK's
+            # custom resource provider roles; with the explicitStackTags feature
+            # flag they must be passed here rather than inherited from the app.
+            tags={naming.PROJECT_TAG: naming.PROJECT, naming.ENVIRONMENT_TAG: config.environment},
+            **kwargs,
+        )
+        self.config = config
+
+        self.storage = Storage(
+            self, "Storage", retain=config.retain_data, log_retention_days=config.log_retention_days
+        )
+        self.network = Network(
+            self,
+            "Network",
+            flow_logs_bucket=self.storage.logs_bucket,
+            vpc_id=config.vpc_id,
+            ui_allowed_cidr=config.ui_allowed_cidr,
+        )
+        self.roles = ClusterRoles(
+            self,
+            "Roles",
+            data_bucket=self.storage.data_bucket,
+            artifacts_bucket=self.storage.artifacts_bucket,
+            artifacts_prefix=ARTIFACTS_PREFIX,
+            logs_bucket=self.storage.logs_bucket,
+            log_prefix=EMR_LOG_PREFIX,
+        )
+        self.cluster = EmrCluster(
+            self,
+            "Emr",
+            cluster_name=naming.stack_name(config.environment),
+            release_label=config.release_label,
+            size=ClusterSize(
+                primary_instance_type=config.primary_instance_type,
+                core_instance_type=config.core_instance_type,
+                core_instance_count=config.core_instance_count,
+                task_instance_type=config.task_instance_type,
+                task_instance_count=config.task_instance_count,
+                task_spot=config.task_spot,
+            ),
+            roles=self.roles,
+            network=self.network,
+            log_uri=self.storage.emr_log_uri,
+            idle_timeout_seconds=config.idle_timeout_seconds,
+            key_pair_name=config.key_pair_name,
+            termination_protection=config.termination_protection,
+            managed_scaling_limits=_scaling_limits(config),
+        )
+
+        self._outputs()
+
+    def _outputs(self) -> None:
+        outputs = {
+            naming.OUTPUT_DATA_BUCKET: self.storage.data_bucket.bucket_name,
+            naming.OUTPUT_ARTIFACTS_BUCKET: self.storage.artifacts_bucket.bucket_name,
+            naming.OUTPUT_LOGS_BUCKET: self.storage.logs_bucket.bucket_name,
+            naming.OUTPUT_CLUSTER_ID: self.cluster.cluster_id,
+            naming.OUTPUT_PRIMARY_DNS: self.cluster.primary_dns_name,
+        }
+        for key, value in outputs.items():
+            CfnOutput(self, key, value=value).override_logical_id(key)
+
+
+def _scaling_limits(config: EnvironmentConfig) -> tuple[int, int] | None:
+    if config.managed_scaling_min_units is None or config.managed_scaling_max_units is None:
+        return None
+    return (config.managed_scaling_min_units, config.managed_scaling_max_units)
