@@ -125,7 +125,7 @@ def render_notebook(
     *,
     kernelspec: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Return a copy of an nbformat 4 notebook with ``parameters`` in a cell after its parameters cell.
+    """Return a copy of a notebook with ``parameters`` set in a cell after its parameters cell.
 
     The new cell is tagged ``injected-parameters``, as papermill tags the cell it
     adds, so the notebook reads the same whether papermill or the stack filled

@@ -41,7 +41,8 @@ wait_for_container() {
     local waited=0
     until in_container true >/dev/null 2>&1; do
         if [ "$waited" -ge "$CONTAINER_WAIT_SECONDS" ]; then
-            fail "container $CONTAINER not running after ${CONTAINER_WAIT_SECONDS} s; is JupyterHub installed on this cluster?"
+            fail "container $CONTAINER not running after ${CONTAINER_WAIT_SECONDS} s;" \
+                "check that JupyterHub is one of the cluster's applications"
         fi
         sleep "$CONTAINER_POLL_SECONDS"
         waited=$((waited + CONTAINER_POLL_SECONDS))
@@ -127,10 +128,11 @@ create_users() {
             fail "invalid argument '$pair'; expected USER=SECRET_ARN"
         fi
         if ! [[ "$user" =~ $USER_NAME_PATTERN ]]; then
-            fail "invalid user name '$user'; expected lower-case letters, digits, '_' or '-', at most 32"
+            fail "invalid user name '$user'; expected at most 32 lower-case letters," \
+                "digits, '_' or '-'"
         fi
         if [ "$user" = "$DEFAULT_USER" ]; then
-            fail "refusing to create '$DEFAULT_USER': it is the built-in account this script locks"
+            fail "invalid user name '$user': it is the built-in account that lock-default locks"
         fi
         if ! password=$(read_secret "$region" "$secret_arn") || [ -z "$password" ]; then
             fail "could not read the password of $user from $secret_arn"

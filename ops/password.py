@@ -1,0 +1,126 @@
+"""Print a JupyterHub user's generated password from Secrets Manager.
+
+    python -m ops password --environment dev --user student
+
+The stack keeps one secret per user, tagged ``project``, ``environment`` and
+``jupyterhub-user``. The secret's own policy lets only the cluster's instance
+role and IAM principals tagged ``jupyterhub-user=<that user>`` read it, so the
+caller's role or user must carry that tag; an administrator adds it with
+``aws iam tag-role`` or ``aws iam tag-user``. The password goes to standard
+output and nothing else does, so it can be piped to a password manager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import boto3
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError
+from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import NoRegionError
+
+from infra import naming
+
+logger = logging.getLogger(__name__)
+
+# Must match infra.jupyter.USER_TAG, which this module does not import because
+# that would load the CDK libraries.
+USER_TAG = "jupyterhub-user"
+
+
+class PasswordError(Exception):
+    """A password that cannot be found or read, with what to do about it."""
+
+
+def _tags(secret: dict) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in secret.get("Tags", [])}
+
+
+def environment_secrets(secretsmanager, environment: str) -> dict[str, str]:
+    """Return {user name: secret ARN} for the JupyterHub passwords of one environment."""
+    paginator = secretsmanager.get_paginator("list_secrets")
+    filters = [{"Key": "tag-key", "Values": [USER_TAG]}]
+    secrets: dict[str, str] = {}
+    for page in paginator.paginate(Filters=filters):
+        for secret in page["SecretList"]:
+            tags = _tags(secret)
+            belongs = (
+                tags.get(naming.PROJECT_TAG) == naming.PROJECT
+                and tags.get(naming.ENVIRONMENT_TAG) == environment
+            )
+            if belongs and USER_TAG in tags:
+                secrets[tags[USER_TAG]] = secret["ARN"]
+    return secrets
+
+
+def read_password(secretsmanager, environment: str, user: str) -> str:
+    """Return the password of ``user`` in ``environment``.
+
+    Raises PasswordError when the environment has no such user (naming the users
+    it has) or when the secret's policy denies the caller.
+    """
+    secrets = environment_secrets(secretsmanager, environment)
+    if user not in secrets:
+        if not secrets:
+            raise PasswordError(
+                f"no JupyterHub passwords found for environment {environment!r}; check the "
+                f"environment name and region, and that the stack is deployed"
+            )
+        raise PasswordError(
+            f"user {user!r} not found in environment {environment!r}; "
+            f"its users are: {', '.join(sorted(secrets))}"
+        )
+    try:
+        response = secretsmanager.get_secret_value(SecretId=secrets[user])
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("AccessDeniedException", "AccessDenied"):
+            raise PasswordError(
+                f"access denied reading the password of {user!r}: the secret may be read only "
+                f"by the cluster and by IAM principals tagged {USER_TAG}={user}. Ask an "
+                f"administrator to tag your IAM role or user with that tag."
+            ) from error
+        raise
+    return response["SecretString"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ops password", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--environment", required=True, help="environment name, as deployed")
+    parser.add_argument("--user", required=True, help="JupyterHub user name")
+    parser.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    parser.add_argument("--profile", help="AWS named profile (default: the default chain)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if not naming.ENVIRONMENT_NAME_PATTERN.match(args.environment):
+        print(f"error: invalid environment name {args.environment!r}", file=sys.stderr)
+        return 2
+    try:
+        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+        password = read_password(session.client("secretsmanager"), args.environment, args.user)
+    except PasswordError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NoCredentialsError:
+        print(
+            "error: no AWS credentials found; configure them (aws configure, aws sso login, "
+            "or AWS_PROFILE) and rerun",
+            file=sys.stderr,
+        )
+        return 2
+    except NoRegionError:
+        print("error: no AWS region configured; pass --region or set AWS_REGION", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: reading the password failed: {error}", file=sys.stderr)
+        return 2
+    print(password)
+    return 0
