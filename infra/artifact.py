@@ -284,11 +284,11 @@ def fetch_wheels(
     return directories
 
 
-def _package_files() -> list[tuple[str, Path]]:
+def _package_files(package_dir: Path) -> list[tuple[str, Path]]:
     """Return (archive name, path) of every file of the spark_jobs package, sorted."""
     files = []
-    for path in sorted(PACKAGE_DIR.rglob("*")):
-        relative = path.relative_to(REPOSITORY).as_posix()
+    for path in sorted(package_dir.rglob("*")):
+        relative = path.relative_to(package_dir.parent).as_posix()
         if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
             continue
         if relative == BUILD_MODULE:
@@ -347,11 +347,11 @@ def _plan_files(
     return files, _requirements_text(wheels_by_requirement)
 
 
-def _content_hash(files: dict[str, Path], requirements_text: str) -> str:
+def _content_hash(files: dict[str, Path], requirements_text: str, package_dir: Path) -> str:
     """Hash every artifact file by relative path and content. The zip counts as its sources."""
     listing = hashlib.sha256()
     entries = {name: _sha256(path) for name, path in files.items()}
-    for archive_name, path in _package_files():
+    for archive_name, path in _package_files(package_dir):
         entries[f"{PACKAGE_ZIP}/{archive_name}"] = _sha256(path)
     entries[REQUIREMENTS] = hashlib.sha256(requirements_text.encode("utf-8")).hexdigest()
     for name in sorted(entries):
@@ -359,12 +359,12 @@ def _content_hash(files: dict[str, Path], requirements_text: str) -> str:
     return listing.hexdigest()[:HASH_LENGTH]
 
 
-def _write_package_zip(target: Path, content_hash: str) -> None:
+def _write_package_zip(target: Path, content_hash: str, package_dir: Path) -> None:
     build_module = (
         '"""Written by infra.artifact when the package is built into a job artifact."""\n\n'
         f'CONTENT_HASH = "{content_hash}"\n'
     )
-    entries = [(name, path.read_bytes()) for name, path in _package_files()]
+    entries = [(name, path.read_bytes()) for name, path in _package_files(package_dir)]
     entries.append((BUILD_MODULE, build_module.encode("utf-8")))
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in sorted(entries):
@@ -374,12 +374,13 @@ def _write_package_zip(target: Path, content_hash: str) -> None:
             archive.writestr(info, data)
 
 
-def package_version() -> str:
+def package_version(package_dir: Path = PACKAGE_DIR) -> str:
     """Return ``spark_jobs.__version__`` without importing the package."""
-    text = (PACKAGE_DIR / "__init__.py").read_text(encoding="utf-8")
+    init_file = package_dir / "__init__.py"
+    text = init_file.read_text(encoding="utf-8")
     match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
     if match is None:
-        raise ArtifactError(f"no __version__ = \"...\" line in {PACKAGE_DIR / '__init__.py'}")
+        raise ArtifactError(f'no __version__ = "..." line in {init_file}')
     return match.group(1)
 
 
@@ -388,6 +389,7 @@ def build_artifact(
     *,
     cache: Path = DEFAULT_WHEEL_CACHE,
     build_root: Path = DEFAULT_BUILD_ROOT,
+    package_dir: Path = PACKAGE_DIR,
 ) -> BuiltArtifact:
     """Build (or reuse) the artifact for the current sources under ``build_root/<version>``.
 
@@ -395,6 +397,7 @@ def build_artifact(
     ``cache``. A directory already built for the same content is reused, which
     keeps repeated synthesis cheap. The build is written to a temporary
     directory and renamed into place, so a reader never sees half an artifact.
+    ``package_dir`` is the spark_jobs package directory to pack.
     """
     architectures = tuple(sorted(set(architectures)))
     if not architectures:
@@ -402,8 +405,8 @@ def build_artifact(
     files, requirements_text = _plan_files(architectures, cache)
     artifact = BuiltArtifact(
         directory=Path(),
-        package_version=package_version(),
-        content_hash=_content_hash(files, requirements_text),
+        package_version=package_version(package_dir),
+        content_hash=_content_hash(files, requirements_text, package_dir),
         architectures=architectures,
     )
     target = build_root / artifact.version
@@ -420,7 +423,7 @@ def build_artifact(
             _link_or_copy(source, destination)
         (staging / BOOTSTRAP_SCRIPT).chmod(0o755)
         (staging / REQUIREMENTS).write_text(requirements_text, encoding="utf-8")
-        _write_package_zip(staging / PACKAGE_ZIP, artifact.content_hash)
+        _write_package_zip(staging / PACKAGE_ZIP, artifact.content_hash, package_dir)
         _write_manifest(staging, artifact)
         staging.chmod(0o755)
         try:

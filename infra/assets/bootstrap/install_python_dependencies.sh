@@ -39,8 +39,12 @@ if [ ! -f "${pip_wheels[0]}" ]; then
     exit 1
 fi
 
-# PIP_CONFIG_FILE=/dev/null makes pip ignore any pip.conf on the node, so no
-# index or constraint configured there can change what gets installed.
+# PIP_CONFIG_FILE=/dev/null makes pip ignore any pip.conf on the node, and the
+# other PIP_* variables are cleared, so no index, link or constraint configured
+# on the node can change what gets installed.
+while read -r variable; do
+    unset "$variable"
+done < <(compgen -e | grep '^PIP_' || true)
 # --break-system-packages lets the install proceed should the distribution mark
 # its Python as externally managed (PEP 668). Without that mark it has no effect.
 $sudo env PIP_CONFIG_FILE=/dev/null "$python" "${pip_wheels[0]}/pip" install \
