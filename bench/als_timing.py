@@ -57,13 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--iterations", default="2,7", help="two comma-separated iteration counts (default 2,7)"
     )
+    parser.add_argument(
+        "--blocks", type=int, help="ALS user and item blocks (default: the pipeline's choice)"
+    )
     args = parser.parse_args(argv)
     low, high = sorted(int(value) for value in args.iterations.split(","))
     spark = build_session("bench als_timing")
     ratings = spark.read.parquet(args.ratings).select(USER, MOVIE, RATING)
     ratings = ratings.persist(StorageLevel.MEMORY_AND_DISK)
     rows = ratings.count()
-    blocks = block_count(spark)
+    blocks = args.blocks or block_count(spark)
     options = {"rank": args.rank, "reg_param": args.reg_param, "blocks": blocks}
     low_seconds = fit_seconds(ratings, max_iter=low, **options)
     high_seconds = fit_seconds(ratings, max_iter=high, **options)
