@@ -54,6 +54,15 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         float,
         "stop the load when more than this share of rows is quarantined, in [0, 1]",
     ),
+    "implicit_rank": (int, "latent factors of the implicit-feedback ranking model, at least 1"),
+    "implicit_reg_param": (float, "regParam of the implicit-feedback ranking model, at least 0"),
+    "implicit_max_iter": (int, "iterations of the implicit-feedback ranking model, at least 1"),
+    "implicit_alpha": (float, "confidence weight per rating point of the ranking model, >= 0"),
+    "ordering": (
+        str,
+        "top-k list to write: default (the list tune measured best), rating (every unrated "
+        "movie by predicted rating) or implicit (the ranking model's order)",
+    ),
 }
 
 
@@ -192,6 +201,34 @@ def run_pipeline(spark: Any, args: argparse.Namespace, parser: argparse.Argument
     return summaries
 
 
+def pipeline_report(output: str, summaries: dict[str, Any]) -> str:
+    """Return a few lines for a person: where the outputs are, test RMSE and one user's top 5."""
+    lines = [f"Run directory: {output}"]
+    train = summaries.get("train", {})
+    if "rmse" in train:
+        lines.append(
+            f"Test RMSE {train['rmse']:.4f}, MAE {train['mae']:.4f} over "
+            f"{train['n_test_scored']} ratings ({train['n_test_cold_start_dropped']} cold-start "
+            f"ratings dropped)"
+        )
+    evaluate = summaries.get("evaluate", {})
+    default_list = evaluate.get("default_list")
+    if default_list in evaluate:
+        lines.append(
+            f"Top-{evaluate['k']} list '{default_list}': precision "
+            f"{evaluate[default_list]['precision']:.3f}, NDCG {evaluate[default_list]['ndcg']:.3f}"
+        )
+    recommend = summaries.get("recommend", {})
+    if recommend.get("top"):
+        lines.append(f"Top {len(recommend['top'])} for user {recommend['user']}:")
+        for item in recommend["top"]:
+            lines.append(
+                f"  {item['rank']:>2}. {item['title']} (movie {item['movieId']}), "
+                f"predicted {item['predicted_rating']:.2f}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO,
@@ -213,4 +250,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if args.command == "pipeline":
+        print(pipeline_report(args.output, summary))
     return 0

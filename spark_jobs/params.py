@@ -24,6 +24,14 @@ DEFAULT_STUDY_MAX_ITER = 20
 DEFAULT_RANK_GRID = (8, 16, 32)
 DEFAULT_REG_GRID = (0.05, 0.1, 0.2)
 DEFAULT_MAX_QUARANTINE_FRACTION = 0.01
+# The implicit-feedback ALS that ranks unseen movies for the top-k lists.
+DEFAULT_IMPLICIT_RANK = 64
+DEFAULT_IMPLICIT_REG_PARAM = 0.05
+DEFAULT_IMPLICIT_MAX_ITER = 10
+DEFAULT_IMPLICIT_ALPHA = 1.0
+# Which top-k list recommend writes: "default" is the one tune measured best.
+ORDERINGS = ("default", "rating", "implicit")
+DEFAULT_ORDERING = "default"
 
 
 def check_range(
@@ -63,6 +71,11 @@ class Parameters:
     rank_grid: tuple[int, ...] = DEFAULT_RANK_GRID
     reg_grid: tuple[float, ...] = DEFAULT_REG_GRID
     max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION
+    implicit_rank: int = DEFAULT_IMPLICIT_RANK
+    implicit_reg_param: float = DEFAULT_IMPLICIT_REG_PARAM
+    implicit_max_iter: int = DEFAULT_IMPLICIT_MAX_ITER
+    implicit_alpha: float = DEFAULT_IMPLICIT_ALPHA
+    ordering: str = DEFAULT_ORDERING
 
     def validate(self) -> Parameters:
         """Return self, or raise ParameterError naming the first invalid option."""
@@ -81,6 +94,14 @@ class Parameters:
             check_range("--rank-grid", rank, minimum=1, maximum=1000)
         for reg_param in self.reg_grid:
             check_range("--reg-grid", reg_param, minimum=0)
+        check_range("--implicit-rank", self.implicit_rank, minimum=1, maximum=1000)
+        check_range("--implicit-reg-param", self.implicit_reg_param, minimum=0)
+        check_range("--implicit-max-iter", self.implicit_max_iter, minimum=1, maximum=1000)
+        check_range("--implicit-alpha", self.implicit_alpha, minimum=0)
+        if self.ordering not in ORDERINGS:
+            raise ParameterError(
+                f"invalid value for --ordering: {self.ordering!r}; allowed: {', '.join(ORDERINGS)}"
+            )
         if not self.rank_grid:
             raise ParameterError("invalid value for --rank-grid: empty; give at least one rank")
         if not self.reg_grid:

@@ -1,0 +1,302 @@
+"""The rating model: global mean plus damped user and movie biases, with ALS on the residuals.
+
+A prediction is ``mean + user_bias + movie_bias + ALS(user, movie)``, clipped to the
+dataset's rating scale. Fitting the biases first leaves ALS only the interaction
+between user and movie, which it models better than the raw rating; clipping
+removes the predictions that fall outside the scale, which only add error.
+
+The ranking model is ALS on implicit feedback (every rating is a positive signal).
+It ranks unseen movies far better than the rating model, while the rating model
+says how much a user would like each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from pyspark.ml.recommendation import ALS
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs import fs
+from spark_jobs.layout import join_uri
+from spark_jobs.schema import MOVIE
+from spark_jobs.schema import PREDICTION
+from spark_jobs.schema import RATING
+from spark_jobs.schema import USER
+
+logger = logging.getLogger(__name__)
+
+USER_BIAS = "user_bias"
+MOVIE_BIAS = "movie_bias"
+RESIDUAL = "residual"
+FACTOR_PREDICTION = "factor_prediction"
+
+# Bias damping: a user's or movie's bias is its summed deviation divided by
+# (count + damping), so a bias from a handful of ratings shrinks towards zero.
+# Values as in Koren's baseline predictors, fixed rather than tuned.
+DEFAULT_USER_DAMPING = 15.0
+DEFAULT_MOVIE_DAMPING = 10.0
+
+# ALS checkpoints its factor lineage every this many iterations, so 50 or more
+# iterations do not overflow the stack when the lineage is serialised. It needs
+# the session's checkpoint directory (spark_jobs.session sets one).
+CHECKPOINT_INTERVAL = 5
+
+# Maximum ALS blocks. Each block is one task per iteration, so more blocks than
+# cores only adds scheduling cost on small data.
+MAX_BLOCKS = 10
+
+# Implicit-feedback confidence is 1 + alpha * rating.
+DEFAULT_IMPLICIT_ALPHA = 1.0
+
+_MODEL_JSON = "model.json"
+_FACTORS = "factors"
+_USER_BIAS = "user_bias"
+_MOVIE_BIAS = "movie_bias"
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The closed interval that ratings of a data set fall in."""
+
+    minimum: float
+    maximum: float
+
+    def __post_init__(self) -> None:
+        if not self.minimum < self.maximum:
+            raise ValueError(f"rating scale minimum {self.minimum} must be below maximum {self.maximum}")
+
+    @classmethod
+    def of(cls, ratings: DataFrame) -> RatingScale:
+        """Return the smallest and largest rating in ``ratings``."""
+        row = ratings.agg(F.min(RATING).alias("low"), F.max(RATING).alias("high")).first()
+        if row is None or row["low"] is None:
+            raise ValueError("cannot take the rating scale of an empty ratings table")
+        return cls(float(row["low"]), float(row["high"]))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"min": self.minimum, "max": self.maximum}
+
+
+def block_count(spark: SparkSession) -> int:
+    """Return the number of ALS user and item blocks: one per core, at most MAX_BLOCKS."""
+    return max(1, min(MAX_BLOCKS, spark.sparkContext.defaultParallelism))
+
+
+@dataclass
+class Baseline:
+    """Global mean plus damped user and movie biases, fitted on one training set."""
+
+    global_mean: float
+    user_bias: DataFrame
+    movie_bias: DataFrame
+
+    def add_biases(self, pairs: DataFrame) -> DataFrame:
+        """Return ``pairs`` with user_bias and movie_bias, dropping rows of unknown users or movies."""
+        return pairs.join(self.user_bias, USER).join(self.movie_bias, MOVIE)
+
+    def residuals(self, ratings: DataFrame) -> DataFrame:
+        """Return (userId, movieId, residual): what the biases leave of each rating."""
+        with_biases = self.add_biases(ratings)
+        residual = F.col(RATING) - F.lit(self.global_mean) - F.col(USER_BIAS) - F.col(MOVIE_BIAS)
+        return with_biases.select(USER, MOVIE, residual.cast("float").alias(RESIDUAL))
+
+
+def fit_baseline(
+    ratings: DataFrame,
+    *,
+    user_damping: float = DEFAULT_USER_DAMPING,
+    movie_damping: float = DEFAULT_MOVIE_DAMPING,
+) -> Baseline:
+    """Fit the global mean, then movie biases, then user biases on what the movie biases leave.
+
+    The bias tables are cached: every later fit and prediction joins them.
+    """
+    global_mean = ratings.agg(F.avg(RATING)).first()[0]
+    if global_mean is None:
+        raise ValueError("cannot fit biases on an empty ratings table")
+    global_mean = float(global_mean)
+    movie_bias = (
+        ratings.groupBy(MOVIE)
+        .agg(
+            (F.sum(F.col(RATING) - global_mean) / (F.count(F.lit(1)) + movie_damping)).alias(
+                MOVIE_BIAS
+            )
+        )
+        .cache()
+    )
+    user_bias = (
+        ratings.join(movie_bias, MOVIE)
+        .groupBy(USER)
+        .agg(
+            (
+                F.sum(F.col(RATING) - global_mean - F.col(MOVIE_BIAS))
+                / (F.count(F.lit(1)) + user_damping)
+            ).alias(USER_BIAS)
+        )
+        .cache()
+    )
+    return Baseline(global_mean, user_bias, movie_bias)
+
+
+def factor_estimator(
+    *,
+    rank: int,
+    reg_param: float,
+    max_iter: int,
+    seed: int,
+    blocks: int,
+    implicit: bool = False,
+    alpha: float = DEFAULT_IMPLICIT_ALPHA,
+) -> ALS:
+    """Return an ALS estimator for residuals (explicit) or for ratings as implicit feedback."""
+    estimator = ALS(
+        userCol=USER,
+        itemCol=MOVIE,
+        ratingCol=RATING if implicit else RESIDUAL,
+        rank=rank,
+        regParam=reg_param,
+        maxIter=max_iter,
+        seed=seed,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
+        implicitPrefs=implicit,
+        alpha=alpha,
+        nonnegative=False,
+        coldStartStrategy="drop",
+        checkpointInterval=CHECKPOINT_INTERVAL,
+    )
+    return estimator.setPredictionCol(FACTOR_PREDICTION)
+
+
+@dataclass
+class RatingModel:
+    """A fitted rating model: baseline biases plus ALS factors of the residuals."""
+
+    baseline: Baseline
+    factors: ALSModel
+    scale: RatingScale
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, pairs: DataFrame) -> DataFrame:
+        """Return ``pairs`` with a ``prediction`` column on the rating scale.
+
+        Rows whose user or movie the model has not seen (cold start) are dropped:
+        the caller counts them as the rows missing from the result.
+        """
+        with_biases = self.baseline.add_biases(pairs)
+        scored = self.factors.transform(with_biases)
+        raw = (
+            F.lit(self.baseline.global_mean)
+            + F.col(USER_BIAS)
+            + F.col(MOVIE_BIAS)
+            + F.col(FACTOR_PREDICTION)
+        )
+        clipped = F.least(F.greatest(raw, F.lit(self.scale.minimum)), F.lit(self.scale.maximum))
+        return scored.withColumn(PREDICTION, clipped.cast("double")).drop(
+            USER_BIAS, MOVIE_BIAS, FACTOR_PREDICTION
+        )
+
+    def save(self, spark: SparkSession, uri: str) -> None:
+        """Write the factors, bias tables and model.json under ``uri`` (any Hadoop URI)."""
+        self.factors.write().overwrite().save(join_uri(uri, _FACTORS))
+        self.baseline.user_bias.write.mode("overwrite").parquet(join_uri(uri, _USER_BIAS))
+        self.baseline.movie_bias.write.mode("overwrite").parquet(join_uri(uri, _MOVIE_BIAS))
+        description = {
+            "kind": "biases plus ALS on residuals",
+            "global_mean": self.baseline.global_mean,
+            "scale": self.scale.to_dict(),
+            "params": self.params,
+        }
+        fs.write_json(spark, join_uri(uri, _MODEL_JSON), description)
+
+    @classmethod
+    def load(cls, spark: SparkSession, uri: str) -> RatingModel:
+        """Read a model written by ``save``."""
+        description = fs.read_json(spark, join_uri(uri, _MODEL_JSON))
+        baseline = Baseline(
+            global_mean=float(description["global_mean"]),
+            user_bias=spark.read.parquet(join_uri(uri, _USER_BIAS)).cache(),
+            movie_bias=spark.read.parquet(join_uri(uri, _MOVIE_BIAS)).cache(),
+        )
+        scale = RatingScale(description["scale"]["min"], description["scale"]["max"])
+        factors = ALSModel.load(join_uri(uri, _FACTORS))
+        return cls(baseline, factors, scale, dict(description.get("params", {})))
+
+
+def fit_rating_model(
+    ratings: DataFrame,
+    *,
+    rank: int,
+    reg_param: float,
+    max_iter: int,
+    seed: int,
+    scale: RatingScale,
+    baseline: Baseline | None = None,
+    residuals: DataFrame | None = None,
+) -> RatingModel:
+    """Fit biases (unless given) and ALS on the residuals of ``ratings``.
+
+    Pass ``baseline`` and its cached ``residuals`` to fit many models on the same
+    training set without recomputing them.
+    """
+    if baseline is None:
+        baseline = fit_baseline(ratings)
+    if residuals is None:
+        residuals = baseline.residuals(ratings)
+    spark = ratings.sparkSession
+    estimator = factor_estimator(
+        rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed, blocks=block_count(spark)
+    )
+    factors = estimator.fit(residuals)
+    params = {"rank": rank, "regParam": reg_param, "maxIter": max_iter, "seed": seed}
+    return RatingModel(baseline, factors, scale, params)
+
+
+def fit_ranking_model(
+    ratings: DataFrame,
+    *,
+    rank: int,
+    reg_param: float,
+    max_iter: int,
+    seed: int,
+    alpha: float = DEFAULT_IMPLICIT_ALPHA,
+) -> ALSModel:
+    """Fit ALS on implicit feedback: every rating is a positive signal weighted by its value."""
+    spark = ratings.sparkSession
+    estimator = factor_estimator(
+        rank=rank,
+        reg_param=reg_param,
+        max_iter=max_iter,
+        seed=seed,
+        blocks=block_count(spark),
+        implicit=True,
+        alpha=alpha,
+    )
+    return estimator.fit(ratings.select(USER, MOVIE, RATING))
+
+
+def save_ranking_model(model: ALSModel, uri: str) -> None:
+    model.write().overwrite().save(uri)
+
+
+def load_ranking_model(uri: str) -> ALSModel:
+    return ALSModel.load(uri)
+
+
+def rmse_and_mae(predictions: DataFrame) -> tuple[float, float]:
+    """Return (RMSE, MAE) of ``prediction`` against ``rating``; raises ValueError when empty."""
+    row = predictions.agg(
+        F.sqrt(F.avg((F.col(PREDICTION) - F.col(RATING)) ** 2)).alias("rmse"),
+        F.avg(F.abs(F.col(PREDICTION) - F.col(RATING))).alias("mae"),
+    ).first()
+    if row is None or row["rmse"] is None:
+        raise ValueError("no predictions to evaluate")
+    return float(row["rmse"]), float(row["mae"])
+

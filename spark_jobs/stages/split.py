@@ -1,0 +1,218 @@
+"""Split stage: a seeded, deterministic train/test split of the validated ratings.
+
+Each rating goes to the test set when a hash of (userId, movieId, seed) falls
+below the test fraction. Unlike ``randomSplit``, which samples by partition and
+row position, the hash depends only on the row itself, so the two sides stay
+disjoint and complete however often and however partitioned Spark re-evaluates
+the input. ``--train`` and ``--test`` use an existing split instead (ml-100k
+ships u1..u5), read and validated line by line as the load stage reads ratings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pyspark.sql import Column
+from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from spark_jobs import formats
+from spark_jobs import fs
+from spark_jobs import layout as paths
+from spark_jobs.commit import StageCommit
+from spark_jobs.commit import read_manifest
+from spark_jobs.context import StageContext
+from spark_jobs.errors import InputDataError
+from spark_jobs.schema import MOVIE
+from spark_jobs.schema import RATING
+from spark_jobs.schema import REASON
+from spark_jobs.schema import TIMESTAMP
+from spark_jobs.schema import USER
+
+logger = logging.getLogger(__name__)
+
+# Hash buckets: the fraction of rows in the test set is resolved to 1 / HASH_BUCKETS.
+HASH_BUCKETS = 1_000_000
+# Split report, written beside the two tables.
+SPLIT_REPORT = "split/report.json"
+
+RATING_COLUMNS = (USER, MOVIE, RATING, TIMESTAMP)
+
+
+def hash_fraction(seed: int, *columns: str) -> Column:
+    """Return a value in [0, 1) fixed by the row's ``columns`` and ``seed``, uniform over rows."""
+    hashed = F.xxhash64(*[F.col(name) for name in columns], F.lit(seed))
+    return F.pmod(hashed, F.lit(HASH_BUCKETS)) / F.lit(float(HASH_BUCKETS))
+
+
+def random_split(
+    ratings: DataFrame, test_fraction: float, seed: int
+) -> tuple[DataFrame, DataFrame]:
+    """Return (train, test): each rating lands in test when its hash falls below test_fraction.
+
+    Deterministic for a seed and disjoint by construction; the test share is
+    test_fraction in expectation.
+    """
+    in_test = hash_fraction(seed, USER, MOVIE) < F.lit(test_fraction)
+    marked = ratings.withColumn("_in_test", in_test)
+    train = marked.filter(~F.col("_in_test")).drop("_in_test")
+    test = marked.filter(F.col("_in_test")).drop("_in_test")
+    return train, test
+
+
+def per_user_split(
+    ratings: DataFrame, test_fraction: float, seed: int
+) -> tuple[DataFrame, DataFrame]:
+    """Return (train, test) holding out about test_fraction of each user's ratings.
+
+    Each user's ratings are ordered by a seeded hash; the first
+    round(count * (1 - test_fraction)) go to train, at least one, the rest to test.
+    """
+    order = Window.partitionBy(USER).orderBy(hash_fraction(seed, USER, MOVIE), F.col(MOVIE))
+    counts = Window.partitionBy(USER)
+    train_size = F.greatest(F.lit(1), F.round(F.count(F.lit(1)).over(counts) * (1 - test_fraction)))
+    marked = ratings.withColumn("_in_test", F.row_number().over(order) > train_size)
+    train = marked.filter(~F.col("_in_test")).drop("_in_test")
+    test = marked.filter(F.col("_in_test")).drop("_in_test")
+    return train, test
+
+
+def cold_start_counts(train: DataFrame, test: DataFrame) -> dict[str, int]:
+    """Count test rows whose user, movie, or either is absent from train."""
+    users = train.select(USER).distinct().withColumn("_known_user", F.lit(True))
+    movies = train.select(MOVIE).distinct().withColumn("_known_movie", F.lit(True))
+    flagged = test.join(users, USER, "left").join(movies, MOVIE, "left")
+    unseen_user = F.col("_known_user").isNull()
+    unseen_movie = F.col("_known_movie").isNull()
+    row = flagged.agg(
+        F.sum(unseen_user.cast("int")).alias("user"),
+        F.sum(unseen_movie.cast("int")).alias("movie"),
+        F.sum((unseen_user | unseen_movie).cast("int")).alias("either"),
+    ).first()
+    return {
+        "test_rows_unseen_user": int(row["user"] or 0),
+        "test_rows_unseen_movie": int(row["movie"] or 0),
+        "test_rows_cold_start": int(row["either"] or 0),
+    }
+
+
+def ratings_text_file(first_line: str) -> formats.TextFile:
+    """Return how to parse a ratings file, judged from its first line.
+
+    A line with a tab is ml-100k's u.data layout, one with "::" the .dat layout,
+    otherwise comma-separated values with an optional header.
+    """
+    if "\t" in first_line:
+        return formats.ML_100K.ratings
+    if "::" in first_line:
+        return formats.ML_1M.ratings
+    return formats.MOVIELENS_CSV.ratings
+
+
+def read_split_file(
+    spark: SparkSession, uri: str, scale: formats.RatingScale
+) -> tuple[DataFrame, dict[str, int]]:
+    """Return the valid ratings of one existing split file and its line accounting.
+
+    Lines are checked as the load stage checks them (ids, rating on the scale,
+    timestamp, duplicates); rejected lines are counted per reason. Raises
+    InputDataError when the file is missing or holds no valid rating.
+    """
+    if not fs.exists(spark, uri):
+        raise InputDataError(f"split file not found: {uri}; check the --train and --test paths")
+    first = spark.read.text(uri).first()
+    if first is None:
+        raise InputDataError(f"split file {uri} is empty; give a file with ratings")
+    text_file = ratings_text_file(first["value"])
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    decoded = formats.decode_lines(formats.read_lines(spark, uri, name), text_file)
+    parsed = formats.parse_ratings(decoded, text_file, scale)
+    parsed = formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
+    parsed = parsed.filter(
+        F.col(REASON).isNull() | (F.col(REASON) != formats.HEADER_LINE)
+    ).cache()
+    reasons = {
+        row[REASON]: int(row["count"])
+        for row in parsed.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()
+    }
+    valid = parsed.filter(F.col(REASON).isNull()).select(*RATING_COLUMNS)
+    accepted = valid.count()
+    if accepted == 0:
+        raise InputDataError(
+            f"split file {uri} has no valid rating ({reasons or 'no lines'}); "
+            f"expected lines of userId, movieId, rating, timestamp"
+        )
+    rejected = sum(reasons.values())
+    if rejected:
+        logger.warning("split: %d lines of %s rejected: %s", rejected, uri, reasons)
+    accounting = {"rows_read": accepted + rejected, "rows_accepted": accepted, **reasons}
+    return valid, accounting
+
+
+def rating_scale(report: dict[str, Any]) -> formats.RatingScale:
+    """Return the rating scale recorded in load_report.json (whole stars 1-5 when absent)."""
+    recorded = report.get("rating_scale") or report.get("scale")
+    if not recorded:
+        logger.warning("load_report.json records no rating scale; assuming whole stars 1 to 5")
+        return formats.WHOLE_STARS
+    return formats.RatingScale(
+        minimum=float(recorded["min"]), maximum=float(recorded["max"]), step=float(recorded["step"])
+    )
+
+
+def run(context: StageContext) -> dict[str, Any]:
+    spark, layout, params = context.spark, context.layout, context.params
+    started = time.monotonic()
+    load = read_manifest(spark, layout, "load")
+    existing = context.train is not None
+    parameters: dict[str, Any] = {"seed": params.seed, "test_fraction": params.test_fraction}
+    accounting: dict[str, Any] = {}
+    if existing:
+        scale = rating_scale(fs.read_json(spark, layout.load_report))
+        train, accounting["train_file"] = read_split_file(spark, context.train, scale)
+        test, accounting["test_file"] = read_split_file(spark, context.test, scale)
+        parameters = {"train": context.train, "test": context.test}
+    else:
+        ratings = spark.read.parquet(layout.ratings)
+        train, test = random_split(ratings, params.test_fraction, params.seed)
+
+    with StageCommit(spark, layout, "split", inputs={"load": load}, parameters=parameters) as commit:
+        train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
+        test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
+        staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))
+        staged_test = spark.read.parquet(commit.staging_path(paths.SPLIT_TEST))
+        n_train = staged_train.count()
+        n_test = staged_test.count()
+        if n_train == 0 or n_test == 0:
+            raise InputDataError(
+                f"split: the split left {n_train} training and {n_test} test ratings; both "
+                f"must be non-empty. Load more ratings or change --test-fraction."
+            )
+        cold = cold_start_counts(staged_train, staged_test)
+        report = {
+            "method": "files" if existing else "hash of (userId, movieId, seed)",
+            "n_train": n_train,
+            "n_test": n_test,
+            **cold,
+            **parameters,
+            **accounting,
+        }
+        fs.write_json(spark, commit.staging_path(SPLIT_REPORT), report)
+        commit.counts.update({"n_train": n_train, "n_test": n_test, **cold})
+    if cold["test_rows_cold_start"]:
+        logger.warning(
+            "split: %d of %d test rows have a user or movie unseen in training",
+            cold["test_rows_cold_start"],
+            n_test,
+        )
+    logger.info(
+        "split: %d train and %d test ratings in %.1f s",
+        n_train,
+        n_test,
+        time.monotonic() - started,
+    )
+    return {"n_train": n_train, "n_test": n_test, **cold}

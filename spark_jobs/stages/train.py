@@ -1,0 +1,163 @@
+"""Train stage: fit the final rating and ranking models on the whole training split.
+
+Parameters come from the command line when given there, else from the tune stage's
+choice when this run has one, else from the defaults. The rating model is scored
+on the test split: RMSE and MAE over the test rows whose user and movie the model
+knows; the others (cold start) are dropped and counted, so RMSE is never NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from spark_jobs import fs
+from spark_jobs import layout as paths
+from spark_jobs.commit import Manifest
+from spark_jobs.commit import StageCommit
+from spark_jobs.commit import read_manifest
+from spark_jobs.context import StageContext
+from spark_jobs.errors import InputDataError
+from spark_jobs.layout import join_uri
+from spark_jobs.model import RatingScale
+from spark_jobs.model import fit_ranking_model
+from spark_jobs.model import fit_rating_model
+from spark_jobs.model import rmse_and_mae
+from spark_jobs.model import save_ranking_model
+from spark_jobs.stages.split import rating_scale
+from spark_jobs.topk import RERANKED
+from spark_jobs.topk import ListSpec
+
+logger = logging.getLogger(__name__)
+
+# Inside DIR/model: the rating model, the ranking model and which list is the default.
+RATING_MODEL = "model/rating"
+RANKING_MODEL = "model/ranking"
+MODEL_CHOICE = "model/choice.json"
+
+# Used when the run has no tune output: measured best on ml-100k and ml-latest-small
+# validation splits (see bench/quality.py), the implicit model's top k in rating order.
+DEFAULT_LIST = ListSpec(RERANKED, 20)
+
+
+def chosen_settings(context: StageContext) -> tuple[dict[str, Any], dict[str, Any], Manifest | None]:
+    """Return (ALS parameters, list spec dict, tune manifest or None).
+
+    An option given on the command line wins over tune's choice, which wins over the
+    default.
+    """
+    spark, layout, params = context.spark, context.layout, context.params
+    settings = {"rank": params.rank, "regParam": params.reg_param, "maxIter": params.max_iter}
+    list_spec = ListSpec(DEFAULT_LIST.strategy, max(DEFAULT_LIST.candidates, params.top_k))
+    tune = None
+    if fs.exists(spark, layout.manifest("tune")):
+        tune = read_manifest(spark, layout, "tune")
+        chosen = fs.read_json(spark, layout.tuning_results)["chosen"]
+        for field, key in (("rank", "rank"), ("reg_param", "regParam"), ("max_iter", "maxIter")):
+            if field not in context.explicit:
+                settings[key] = chosen[key]
+        list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
+    return settings, list_spec.to_dict(), tune
+
+
+def run(context: StageContext) -> dict[str, Any]:
+    spark, layout, params = context.spark, context.layout, context.params
+    started = time.monotonic()
+    split = read_manifest(spark, layout, "split")
+    load = read_manifest(spark, layout, "load")
+    settings, list_spec, tune = chosen_settings(context)
+    inputs = {"split": split, "load": load}
+    if tune is not None:
+        inputs["tune"] = tune
+    load_scale = rating_scale(fs.read_json(spark, layout.load_report))
+    scale = RatingScale(load_scale.minimum, load_scale.maximum)
+
+    train = spark.read.parquet(layout.split_train).cache()
+    test = spark.read.parquet(layout.split_test)
+    n_train = train.count()
+    rating_model = fit_rating_model(
+        train,
+        rank=settings["rank"],
+        reg_param=settings["regParam"],
+        max_iter=settings["maxIter"],
+        seed=params.seed,
+        scale=scale,
+    )
+    predictions = rating_model.predict(test).cache()
+    n_test = test.count()
+    n_scored = predictions.count()
+    if n_scored == 0:
+        raise InputDataError(
+            f"train: none of the {n_test} test ratings in {layout.split_test} has a user and a "
+            f"movie seen in training, so the model cannot be scored. Rerun split with a smaller "
+            f"--test-fraction, or give --train/--test files that share users and movies."
+        )
+    rmse, mae = rmse_and_mae(predictions)
+    predictions.unpersist()
+    ranking_model = fit_ranking_model(
+        train,
+        rank=params.implicit_rank,
+        reg_param=params.implicit_reg_param,
+        max_iter=params.implicit_max_iter,
+        alpha=params.implicit_alpha,
+        seed=params.seed,
+    )
+    dataset = load.dataset
+    metrics = {
+        "rmse": rmse,
+        "mae": mae,
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_test_scored": n_scored,
+        "n_test_cold_start_dropped": n_test - n_scored,
+        "params": settings,
+        "params_source": "tune" if tune is not None else "command line and defaults",
+        "ranking_model": {
+            "kind": "ALS on implicit feedback, confidence 1 + alpha * rating",
+            "rank": params.implicit_rank,
+            "regParam": params.implicit_reg_param,
+            "maxIter": params.implicit_max_iter,
+            "alpha": params.implicit_alpha,
+        },
+        "default_list": list_spec,
+        "rating_scale": scale.to_dict(),
+        "dataset": dataset,
+        "protocol": (
+            "rating model fitted on split/train and scored on split/test; RMSE and MAE over "
+            "the test rows whose user and movie appear in training, predictions clipped to "
+            "the rating scale"
+        ),
+    }
+    parameters = {**settings, "seed": params.seed, "default_list": list_spec}
+    with StageCommit(spark, layout, "train", inputs=inputs, parameters=parameters) as commit:
+        rating_model.save(spark, commit.staging_path(RATING_MODEL))
+        save_ranking_model(ranking_model, commit.staging_path(RANKING_MODEL))
+        fs.write_json(spark, commit.staging_path(MODEL_CHOICE), {"default_list": list_spec})
+        fs.write_json(spark, commit.staging_path(paths.METRICS), metrics)
+        commit.counts.update(
+            {"n_train": n_train, "n_test": n_test, "n_test_scored": n_scored, "rmse": rmse}
+        )
+    train.unpersist()
+    logger.info(
+        "train: rank %d, regParam %g, maxIter %d on %d ratings; test RMSE %.4f, MAE %.4f over "
+        "%d of %d rows (%d cold start) in %.1f s",
+        settings["rank"],
+        settings["regParam"],
+        settings["maxIter"],
+        n_train,
+        rmse,
+        mae,
+        n_scored,
+        n_test,
+        n_test - n_scored,
+        time.monotonic() - started,
+    )
+    return {
+        "rmse": rmse,
+        "mae": mae,
+        "n_test_scored": n_scored,
+        "n_test_cold_start_dropped": n_test - n_scored,
+        "params": settings,
+        "model": join_uri(layout.root, paths.MODEL),
+    }

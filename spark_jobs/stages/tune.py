@@ -1,0 +1,315 @@
+"""Tune stage: choose ALS parameters and the default top-k list on a validation split.
+
+The validation split is carved from the training split only; the test split is
+never read. Tune fits the bias baseline once, then:
+
+1. a grid over rank x regParam at ``study_max_iter`` iterations, scored by
+   validation RMSE;
+2. the course's study of validation RMSE against the number of iterations
+   (1..study_max_iter) at the best grid point, which also picks maxIter;
+3. the implicit-feedback ranking model, and precision@k of each way to build the
+   top-k list on the validation ratings, which picks the default list.
+
+Grid points are fitted from a small thread pool: on small data an ALS fit is
+mostly driver-side scheduling, so two fits in flight keep both cores busy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+from spark_jobs import fs
+from spark_jobs import layout as paths
+from spark_jobs.commit import StageCommit
+from spark_jobs.commit import read_manifest
+from spark_jobs.context import StageContext
+from spark_jobs.model import Baseline
+from spark_jobs.model import RatingScale
+from spark_jobs.model import fit_baseline
+from spark_jobs.model import fit_ranking_model
+from spark_jobs.model import fit_rating_model
+from spark_jobs.model import rmse_and_mae
+from spark_jobs.params import Parameters
+from spark_jobs.ranking import ranking_metrics
+from spark_jobs.stages.split import random_split
+from spark_jobs.stages.split import rating_scale
+from spark_jobs.topk import IMPLICIT_ORDER
+from spark_jobs.topk import RATING_ORDER
+from spark_jobs.topk import RERANKED
+from spark_jobs.topk import ListSpec
+from spark_jobs.topk import top_k
+
+logger = logging.getLogger(__name__)
+
+TUNING_CSV = "tuning/results.csv"
+
+# Fits in flight at once. More than two gains nothing on two cores and costs memory.
+PARALLEL_FITS = 2
+
+# Candidate pool sizes for the reranked list, as multiples of k.
+CANDIDATE_MULTIPLES = (1, 2, 4)
+
+
+def validation_split(train: DataFrame, params: Parameters) -> tuple[DataFrame, DataFrame]:
+    """Return (fit, validation) carved from the training ratings only.
+
+    The hash seed differs from the test split's (seed + 1): with the same seed every
+    training row would hash above the test fraction again.
+    """
+    return random_split(train, params.validation_fraction, params.seed + 1)
+
+
+def _validation_rmse(
+    fit: DataFrame,
+    validation: DataFrame,
+    baseline: Baseline,
+    residuals: DataFrame,
+    scale: RatingScale,
+    *,
+    rank: int,
+    reg_param: float,
+    max_iter: int,
+    seed: int,
+) -> float:
+    model = fit_rating_model(
+        fit,
+        rank=rank,
+        reg_param=reg_param,
+        max_iter=max_iter,
+        seed=seed,
+        scale=scale,
+        baseline=baseline,
+        residuals=residuals,
+    )
+    rmse, _ = rmse_and_mae(model.predict(validation))
+    return rmse
+
+
+def search_grid(
+    fit: DataFrame,
+    validation: DataFrame,
+    baseline: Baseline,
+    residuals: DataFrame,
+    scale: RatingScale,
+    params: Parameters,
+) -> list[dict[str, Any]]:
+    """Return validation RMSE for each (rank, regParam) at study_max_iter iterations."""
+    points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
+
+    def score(point: tuple[int, float]) -> dict[str, Any]:
+        rank, reg_param = point
+        rmse = _validation_rmse(
+            fit,
+            validation,
+            baseline,
+            residuals,
+            scale,
+            rank=rank,
+            reg_param=reg_param,
+            max_iter=params.study_max_iter,
+            seed=params.seed,
+        )
+        logger.info("tune: rank %d regParam %g -> validation RMSE %.4f", rank, reg_param, rmse)
+        return {"rank": rank, "regParam": reg_param, "maxIter": params.study_max_iter, "rmse": rmse}
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_FITS) as pool:
+        return list(pool.map(score, points))
+
+
+def study_iterations(
+    fit: DataFrame,
+    validation: DataFrame,
+    baseline: Baseline,
+    residuals: DataFrame,
+    scale: RatingScale,
+    *,
+    rank: int,
+    reg_param: float,
+    max_iter: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Return validation RMSE for 1..max_iter iterations at one (rank, regParam)."""
+
+    def score(iterations: int) -> dict[str, Any]:
+        rmse = _validation_rmse(
+            fit,
+            validation,
+            baseline,
+            residuals,
+            scale,
+            rank=rank,
+            reg_param=reg_param,
+            max_iter=iterations,
+            seed=seed,
+        )
+        return {"rank": rank, "regParam": reg_param, "maxIter": iterations, "rmse": rmse}
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_FITS) as pool:
+        return list(pool.map(score, range(1, max_iter + 1)))
+
+
+def choose_list(
+    fit: DataFrame,
+    validation: DataFrame,
+    baseline: Baseline,
+    scale: RatingScale,
+    chosen: dict[str, Any],
+    params: Parameters,
+) -> tuple[ListSpec, list[dict[str, Any]]]:
+    """Measure each way to build the top-k list on the validation ratings and pick the best.
+
+    Eligible defaults are the lists shown in predicted-rating order (``rating`` and
+    ``reranked``), so the default list always reads from the highest predicted
+    rating down; ``implicit`` is measured for comparison. The best eligible list by
+    precision@k wins, then by NDCG@k.
+    """
+    k = params.top_k
+    rating_model = fit_rating_model(
+        fit,
+        rank=chosen["rank"],
+        reg_param=chosen["regParam"],
+        max_iter=chosen["maxIter"],
+        seed=params.seed,
+        scale=scale,
+        baseline=baseline,
+    )
+    ranking_model = fit_ranking_model(
+        fit,
+        rank=params.implicit_rank,
+        reg_param=params.implicit_reg_param,
+        max_iter=params.implicit_max_iter,
+        alpha=params.implicit_alpha,
+        seed=params.seed,
+    )
+    specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER)]
+    specs += [ListSpec(RERANKED, multiple * k) for multiple in CANDIDATE_MULTIPLES]
+    users = validation.select("userId").distinct()
+    measured = []
+    for spec in specs:
+        lists = top_k(rating_model, ranking_model, fit, k, spec, users=users)
+        metrics = ranking_metrics(lists, validation, k)
+        measured.append({**spec.to_dict(), **metrics})
+        logger.info("tune: %s list -> validation precision@%d %.4f", spec.name, k,
+                    metrics[f"precision_at_{k}"])
+    eligible = [entry for entry in measured if entry["strategy"] != IMPLICIT_ORDER]
+    best = max(eligible, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
+    return ListSpec(best["strategy"], best["candidates"]), measured
+
+
+def plot_study(study: list[dict[str, Any]]) -> bytes:
+    """Return a PNG of validation RMSE against ALS iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=100)
+    try:
+        axes.plot([row["maxIter"] for row in study], [row["rmse"] for row in study], marker="o")
+        first = study[0]
+        axes.set_title(f"Validation RMSE, rank {first['rank']}, regParam {first['regParam']:g}")
+        axes.set_xlabel("ALS iterations (maxIter)")
+        axes.set_ylabel("RMSE")
+        axes.grid(True, alpha=0.3)
+        buffer = io.BytesIO()
+        figure.tight_layout()
+        figure.savefig(buffer, format="png")
+    finally:
+        pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def results_csv(grid: list[dict[str, Any]], study: list[dict[str, Any]]) -> str:
+    """Return the grid and study rows as CSV: kind, rank, regParam, maxIter, rmse."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["kind", "rank", "regParam", "maxIter", "rmse"])
+    for kind, rows in (("grid", grid), ("iterations", study)):
+        for row in rows:
+            writer.writerow([kind, row["rank"], row["regParam"], row["maxIter"], row["rmse"]])
+    return buffer.getvalue()
+
+
+def run(context: StageContext) -> dict[str, Any]:
+    spark, layout, params = context.spark, context.layout, context.params
+    started = time.monotonic()
+    split = read_manifest(spark, layout, "split")
+    load_scale = rating_scale(fs.read_json(spark, layout.load_report))
+    scale = RatingScale(load_scale.minimum, load_scale.maximum)
+    # Only the training split is read: tune never sees the test ratings.
+    train = spark.read.parquet(layout.split_train)
+    fit, validation = validation_split(train, params)
+    fit = fit.cache()
+    validation = validation.cache()
+    n_fit, n_validation = fit.count(), validation.count()
+    baseline = fit_baseline(fit)
+    residuals = baseline.residuals(fit).cache()
+    residuals.count()
+
+    grid = search_grid(fit, validation, baseline, residuals, scale, params)
+    best = min(grid, key=lambda row: row["rmse"])
+    study = study_iterations(
+        fit,
+        validation,
+        baseline,
+        residuals,
+        scale,
+        rank=best["rank"],
+        reg_param=best["regParam"],
+        max_iter=params.study_max_iter,
+        seed=params.seed,
+    )
+    best_study = min(study, key=lambda row: row["rmse"])
+    chosen = {
+        "rank": best["rank"],
+        "regParam": best["regParam"],
+        "maxIter": best_study["maxIter"],
+        "validation_rmse": best_study["rmse"],
+    }
+    list_spec, lists = choose_list(fit, validation, baseline, scale, chosen, params)
+    chosen["list"] = list_spec.to_dict()
+    results = {
+        "validation": {
+            "method": "hash of (userId, movieId, seed + 1) over the training split",
+            "fraction": params.validation_fraction,
+            "n_fit": n_fit,
+            "n_validation": n_validation,
+        },
+        "grid": grid,
+        "iterations": study,
+        "lists": lists,
+        "chosen": chosen,
+    }
+    parameters = {
+        name: value
+        for name, value in params.to_dict().items()
+        if name in {"seed", "validation_fraction", "study_max_iter", "rank_grid", "reg_grid",
+                    "top_k", "implicit_rank", "implicit_reg_param", "implicit_max_iter",
+                    "implicit_alpha"}
+    }
+    with StageCommit(spark, layout, "tune", inputs={"split": split}, parameters=parameters) as commit:
+        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
+        fs.write_text(spark, commit.staging_path(TUNING_CSV), results_csv(grid, study))
+        fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_study(study))
+        commit.counts.update(
+            {"n_fit": n_fit, "n_validation": n_validation, "fits": len(grid) + len(study) + 1}
+        )
+    for frame in (fit, validation, residuals, baseline.user_bias, baseline.movie_bias):
+        frame.unpersist()
+    logger.info(
+        "tune: chose rank %d, regParam %g, maxIter %d (validation RMSE %.4f), list %s in %.1f s",
+        chosen["rank"],
+        chosen["regParam"],
+        chosen["maxIter"],
+        chosen["validation_rmse"],
+        list_spec.name,
+        time.monotonic() - started,
+    )
+    return {"chosen": chosen}
