@@ -190,6 +190,6 @@ class StageCommit:
             counts=dict(self.counts),
             timings=dict(self.timings),
             outputs=sorted(self._written),
-            committed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            committed_at=datetime.datetime.now(datetime.UTC).isoformat(),
         )
         fs.write_json(self.spark, self.layout.manifest(self.stage), self.manifest.to_dict())

@@ -107,8 +107,8 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def is_dataset_name(source: str, registry: Mapping[str, Dataset] = DATASETS) -> bool:
-    return source in registry
+def is_dataset_name(source: str, registry: Mapping[str, Dataset] | None = None) -> bool:
+    return source in (DATASETS if registry is None else registry)
 
 
 def _download(url: str, target: str, timeout: float) -> tuple[str, str, int]:
@@ -192,24 +192,25 @@ def fetch(
     name: str,
     destination: str,
     *,
-    registry: Mapping[str, Dataset] = DATASETS,
-    base_url: str = BASE_URL,
+    registry: Mapping[str, Dataset] | None = None,
+    base_url: str | None = None,
     timeout: float = DOWNLOAD_TIMEOUT_SECONDS,
 ) -> str:
     """Make the data set ``name`` available under the URI ``destination``; return its checksum.
 
-    Reuses a complete earlier upload of the same zip. Otherwise downloads
-    ``<base_url>/<name>.zip`` to a local temporary directory, verifies it, and
-    uploads the files the load stage needs. Raises InputDataError when the
-    download fails, the checksum differs, or the zip holds no usable file.
+    Reuses a complete earlier upload in ``destination``. Otherwise downloads
+    ``<base_url>/<name>.zip`` (default: the GroupLens server) to a local temporary
+    directory, verifies it, and uploads the files the load stage needs. ``registry``
+    defaults to DATASETS. Raises InputDataError when the download fails, the
+    checksum differs, or the zip holds no usable file.
     """
-    dataset = registry[name]
+    dataset = (DATASETS if registry is None else registry)[name]
     marker = f"{destination}/{COMPLETE_MARKER}"
     if fs.exists(spark, marker):
         checksum = fs.read_text(spark, marker).strip()
         logger.info("using %s downloaded earlier to %s (%s)", name, destination, checksum)
         return checksum
-    url = f"{base_url.rstrip('/')}/{dataset.file_name}"
+    url = f"{(base_url or BASE_URL).rstrip('/')}/{dataset.file_name}"
     with tempfile.TemporaryDirectory(prefix="spark_jobs_download_") as workdir:
         archive = os.path.join(workdir, dataset.file_name)
         logger.info("downloading %s from %s", name, url)
