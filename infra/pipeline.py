@@ -29,6 +29,7 @@ from aws_cdk import Duration
 from aws_cdk import RemovalPolicy
 from aws_cdk import Stack
 from aws_cdk import Validations
+from aws_cdk import aws_emr as emr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -37,6 +38,9 @@ from constructs import Construct
 
 from infra import naming
 from infra.cluster import Configuration
+from infra.cluster import EmrCluster
+from infra.cluster import default_configurations
+from infra.config import EnvironmentConfig
 from infra.emr_steps import COMMAND_RUNNER_JAR
 from infra.emr_steps import SINGLE_ACTION_ON_FAILURE
 from infra.emr_steps import ArtifactLocation
@@ -99,7 +103,41 @@ class TransientClusterSettings:
     log_uri: str
     idle_timeout_seconds: int
     configurations: Sequence[Configuration] = ()
-    bootstrap_actions: Sequence[tuple[str, str, Sequence[str]]] = ()
+    bootstrap_actions: Sequence[emr.CfnCluster.BootstrapActionConfigProperty] = ()
+
+
+def transient_cluster_settings(
+    config: EnvironmentConfig,
+    cluster: EmrCluster,
+    *,
+    log_uri: str,
+    bootstrap_actions: Sequence[emr.CfnCluster.BootstrapActionConfigProperty],
+) -> TransientClusterSettings:
+    """Return settings for transient clusters like the environment's cluster, without task nodes.
+
+    They share its network, roles, security configuration, log location and the
+    Spark configuration for Python 3.11, and run only ``bootstrap_actions``.
+    """
+    return TransientClusterSettings(
+        release_label=config.release_label,
+        primary_instance_type=config.primary_instance_type,
+        core_instance_type=config.core_instance_type,
+        core_instance_count=config.core_instance_count,
+        subnet_id=cluster.network.cluster_subnet.subnet_id,
+        primary_security_group_id=cluster.network.primary_security_group.security_group_id,
+        core_security_group_id=cluster.network.core_security_group.security_group_id,
+        service_access_security_group_id=(
+            cluster.network.service_access_security_group.security_group_id
+        ),
+        service_role=cluster.roles.service_role,
+        instance_role=cluster.roles.instance_role,
+        instance_profile_name=cluster.roles.instance_profile.ref,
+        security_configuration_name=cluster.security_configuration.ref,
+        log_uri=log_uri,
+        idle_timeout_seconds=config.idle_timeout_seconds,
+        configurations=tuple(default_configurations()),
+        bootstrap_actions=tuple(bootstrap_actions),
+    )
 
 
 class PipelineStateMachine(Construct):
@@ -358,8 +396,7 @@ class PipelineStateMachine(Construct):
             ]
         if settings.bootstrap_actions:
             arguments["BootstrapActions"] = [
-                {"Name": name, "ScriptBootstrapAction": {"Path": path, "Args": list(args)}}
-                for name, path, args in settings.bootstrap_actions
+                _render_bootstrap_action(action) for action in settings.bootstrap_actions
             ]
         return arguments
 
@@ -454,6 +491,16 @@ def _render_configuration(configuration: Configuration) -> dict[str, Any]:
     if configuration.nested:
         rendered["Configurations"] = [_render_configuration(item) for item in configuration.nested]
     return rendered
+
+
+def _render_bootstrap_action(
+    action: emr.CfnCluster.BootstrapActionConfigProperty,
+) -> dict[str, Any]:
+    script = action.script_bootstrap_action
+    return {
+        "Name": action.name,
+        "ScriptBootstrapAction": {"Path": script.path, "Args": list(script.args or [])},
+    }
 
 
 def _instance_group(name: str, role: str, instance_type: str, count: int) -> dict[str, Any]:

@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput
+from aws_cdk import RemovalPolicy
 from aws_cdk import Stack
 from constructs import Construct
 
 from infra import naming
+from infra.artifact import architectures_for
+from infra.artifact import build_artifact
 from infra.cluster import ClusterSize
 from infra.cluster import EmrCluster
 from infra.config import EnvironmentConfig
 from infra.iam import ClusterRoles
+from infra.jobs import JobArtifact
 from infra.network import Network
+from infra.pipeline import PipelineStateMachine
+from infra.pipeline import transient_cluster_settings
 from infra.storage import ARTIFACTS_PREFIX
 from infra.storage import EMR_LOG_PREFIX
 from infra.storage import Storage
@@ -78,8 +84,45 @@ class RecommenderStack(Stack):
             termination_protection=config.termination_protection,
             managed_scaling_limits=_scaling_limits(config),
         )
+        self.job_artifact = self._job_artifact(config)
+        self.pipeline = self._pipeline(config)
 
         self._outputs()
+
+    def _job_artifact(self, config: EnvironmentConfig) -> JobArtifact:
+        instance_types = [config.primary_instance_type, config.core_instance_type]
+        if config.task_instance_count > 0:
+            instance_types.append(config.task_instance_type)
+        job_artifact = JobArtifact(
+            self,
+            "JobArtifact",
+            bucket=self.storage.artifacts_bucket,
+            artifact=build_artifact(architectures_for(instance_types)),
+        )
+        self.cluster.add_bootstrap_action(job_artifact.bootstrap_action())
+        # The bootstrap action reads the artifact, so it must be published first.
+        self.cluster.cfn_cluster.node.add_dependency(job_artifact.deployment)
+        return job_artifact
+
+    def _pipeline(self, config: EnvironmentConfig) -> PipelineStateMachine:
+        pipeline = PipelineStateMachine(
+            self,
+            "Pipeline",
+            environment=config.environment,
+            artifact=self.job_artifact.location,
+            data_bucket=self.storage.data_bucket,
+            cluster_id=self.cluster.cluster_id,
+            transient_cluster=transient_cluster_settings(
+                config,
+                self.cluster,
+                log_uri=self.storage.emr_log_uri,
+                bootstrap_actions=[self.job_artifact.bootstrap_action()],
+            ),
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        # A transient cluster runs the same bootstrap action as the environment's.
+        pipeline.node.add_dependency(self.job_artifact.deployment)
+        return pipeline
 
     def _outputs(self) -> None:
         outputs = {
@@ -88,6 +131,8 @@ class RecommenderStack(Stack):
             naming.OUTPUT_LOGS_BUCKET: self.storage.logs_bucket.bucket_name,
             naming.OUTPUT_CLUSTER_ID: self.cluster.cluster_id,
             naming.OUTPUT_PRIMARY_DNS: self.cluster.primary_dns_name,
+            naming.OUTPUT_STATE_MACHINE_ARN: self.pipeline.state_machine_arn,
+            naming.OUTPUT_ARTIFACT_PREFIX: self.job_artifact.location.uri,
         }
         for key, value in outputs.items():
             CfnOutput(self, key, value=value).override_logical_id(key)
