@@ -73,6 +73,10 @@ DEFAULT_USER = "jovyan"
 PASSWORD_EXCLUDED_CHARACTERS = ":\"'`\\ $&;|<>(){}[]!*?#~"
 PASSWORD_LENGTH = 24
 
+# The fixed id CDK gives the stack's BucketDeployment function at the default
+# memory size; the function is created once per stack and shared.
+DEPLOYMENT_FUNCTION_ID = "8693BB64968944B69AAFB0CC9EB8756C"
+
 # Kernel of EMR's JupyterHub that runs cells on the cluster through Livy.
 EMR_PYSPARK_KERNEL = {"name": "pysparkkernel", "display_name": "PySpark", "language": "python"}
 
@@ -204,6 +208,8 @@ class JupyterHub(Construct):
         self.notebook_deployment = self._deploy_notebooks(
             notebook_path, runs_uri, artifact_uri, source
         )
+
+        self._acknowledge_deployment_function(persistence_bucket, artifacts_bucket)
 
         self.endpoints = self._interface_endpoints(network)
         self._allow_session_manager(instance_role)
@@ -351,6 +357,55 @@ class JupyterHub(Construct):
             prune=False,
             retain_on_delete=True,
         )
+
+    def _acknowledge_deployment_function(
+        self, persistence_bucket: s3.IBucket, artifacts_bucket: s3.IBucket
+    ) -> None:
+        # Both deployments run in the stack's BucketDeployment function for the
+        # default memory size, which CDK creates with its own role.
+        role = self.script_deployment.handler_role
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AWSLambdaBasicExecutionRole]",
+                reason="The CDK BucketDeployment function that copies the user script and the "
+                "course notebook writes only its own logs, through this AWS managed policy.",
+            )
+        )
+        stack = Stack.of(self)
+        asset_bucket = (
+            "arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>"
+        )
+        wildcards = {
+            "Action::s3:GetBucket*": "CDK's read grant includes bucket metadata reads",
+            "Action::s3:GetObject*": "CDK's read grant covers every variant of object reads",
+            "Action::s3:List*": "CDK's grants list the buckets to sync the files",
+            "Action::s3:Abort*": "CDK's write grant aborts the function's own multipart uploads",
+            "Action::s3:DeleteObject*": "CDK's write grant includes deletes, which stay unused "
+            "because pruning is off",
+            f"Resource::{asset_bucket}/*": "the asset key is known only at deployment",
+        }
+        for bucket in (persistence_bucket, artifacts_bucket):
+            bucket_id = stack.get_logical_id(bucket.node.default_child)
+            wildcards[f"Resource::<{bucket_id}.Arn>/*"] = "the function writes its files by key"
+        policy = role.node.try_find_child("DefaultPolicy")
+        for finding, why in wildcards.items():
+            Validations.of(policy if policy is not None else role).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[{finding}]",
+                    reason="The CDK BucketDeployment function copies the JupyterHub user script "
+                    f"and the course notebook into this stack's buckets, and {why}.",
+                )
+            )
+        handler = stack.node.try_find_child(f"Custom::CDKBucketDeployment{DEPLOYMENT_FUNCTION_ID}")
+        if handler is not None:
+            Validations.of(handler).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-L1",
+                    reason="CDK pins the runtime of its BucketDeployment function to the one "
+                    "its handler and AWS CLI layer are tested with.",
+                )
+            )
 
     @staticmethod
     def _interface_endpoints(network: Network) -> list[ec2.InterfaceVpcEndpoint]:

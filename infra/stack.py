@@ -17,6 +17,8 @@ from infra.cluster import EmrCluster
 from infra.config import EnvironmentConfig
 from infra.iam import ClusterRoles
 from infra.jobs import JobArtifact
+from infra.jupyter import JupyterHub
+from infra.lifecycle import Lifecycle
 from infra.network import Network
 from infra.pipeline import PipelineStateMachine
 from infra.pipeline import transient_cluster_settings
@@ -84,10 +86,48 @@ class RecommenderStack(Stack):
             termination_protection=config.termination_protection,
             managed_scaling_limits=_scaling_limits(config),
         )
+        self.lifecycle = Lifecycle(
+            self,
+            "Lifecycle",
+            cluster=self.cluster.cfn_cluster,
+            security_groups=[
+                self.network.primary_security_group,
+                self.network.core_security_group,
+                self.network.service_access_security_group,
+            ],
+            buckets=[
+                self.storage.logs_bucket,
+                self.storage.data_bucket,
+                self.storage.artifacts_bucket,
+            ],
+            destroy_everything=not config.production,
+        )
+        self.jupyter = self._jupyter(config)
         self.job_artifact = self._job_artifact(config)
         self.pipeline = self._pipeline(config)
 
         self._outputs()
+
+    def _jupyter(self, config: EnvironmentConfig) -> JupyterHub:
+        jupyter = JupyterHub(
+            self,
+            "JupyterHub",
+            user_names=config.jupyter_users,
+            network=self.network,
+            instance_role=self.roles.instance_role,
+            persistence_bucket=self.storage.data_bucket,
+            artifacts_bucket=self.storage.artifacts_bucket,
+            artifacts_prefix=ARTIFACTS_PREFIX,
+            runs_uri=self.storage.data_bucket.s3_url_for_object("runs"),
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        for configuration in jupyter.configurations:
+            self.cluster.add_configuration(configuration)
+        for step in jupyter.steps:
+            self.cluster.add_step(step)
+        for dependency in jupyter.dependencies:
+            self.cluster.cfn_cluster.node.add_dependency(dependency)
+        return jupyter
 
     def _job_artifact(self, config: EnvironmentConfig) -> JobArtifact:
         instance_types = [config.primary_instance_type, config.core_instance_type]

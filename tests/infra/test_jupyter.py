@@ -357,3 +357,71 @@ def test_construct_opens_no_ingress_from_anywhere(built):
     for rule in resources_of(built["json"], "AWS::EC2::SecurityGroupIngress").values():
         assert rule["Properties"].get("CidrIp") != "0.0.0.0/0"
         assert rule["Properties"].get("CidrIpv6") != "::/0"
+
+
+# Wiring into the app's cluster.
+
+
+def cluster_of(app) -> tuple[str, dict]:
+    (item,) = app.resources("AWS::EMR::Cluster").items()
+    return item
+
+
+def test_app_cluster_has_persistence_configuration(default_app):
+    _, cluster = cluster_of(default_app)
+    (data_id,) = [key for key in default_app.resources("AWS::S3::Bucket") if "Data" in key]
+    (persistence,) = [
+        configuration
+        for configuration in cluster["Properties"]["Configurations"]
+        if configuration["Classification"] == "jupyter-s3-conf"
+    ]
+    properties = persistence["ConfigurationProperties"]
+    assert properties["s3.persistence.enabled"] == "true"
+    assert properties["s3.persistence.bucket"] == {"Ref": data_id}
+
+
+def test_app_cluster_locks_default_user_before_creating_users(default_app):
+    _, cluster = cluster_of(default_app)
+    steps = cluster["Properties"]["Steps"]
+    arguments = [step["HadoopJarStep"]["Args"][1] for step in steps]
+    assert arguments.index("lock-default") < arguments.index("create-users")
+    (lock,) = [step for step in steps if step["HadoopJarStep"]["Args"][1] == "lock-default"]
+    assert lock["ActionOnFailure"] == "TERMINATE_CLUSTER"
+
+
+def test_app_cluster_waits_for_script_and_endpoints(default_app):
+    _, cluster = cluster_of(default_app)
+    depends_on = cluster.get("DependsOn", [])
+    endpoints = default_app.resources("AWS::EC2::VPCEndpoint")
+    secrets_endpoint = [key for key in endpoints if "SecretsManager" in key]
+    script_deployment = [
+        key
+        for key in default_app.resources("Custom::CDKBucketDeployment")
+        if "UsersScript" in key
+    ]
+    assert secrets_endpoint
+    assert script_deployment
+    assert set(secrets_endpoint + script_deployment) <= set(depends_on)
+
+
+def test_app_secrets_carry_environment_tags(default_app):
+    from infra import naming
+
+    secrets = default_app.resources("AWS::SecretsManager::Secret")
+    assert secrets
+    for secret in secrets.values():
+        tags = {tag["Key"]: tag["Value"] for tag in secret["Properties"]["Tags"]}
+        assert tags[naming.PROJECT_TAG] == naming.PROJECT
+        assert naming.ENVIRONMENT_TAG in tags
+        assert USER_TAG in tags
+
+
+def test_app_has_no_ingress_from_anywhere(default_app):
+    groups = default_app.resources("AWS::EC2::SecurityGroup").values()
+    inline = [rule for group in groups for rule in group["Properties"].get("SecurityGroupIngress", [])]
+    separate = [
+        rule["Properties"] for rule in default_app.resources("AWS::EC2::SecurityGroupIngress").values()
+    ]
+    for rule in inline + separate:
+        assert rule.get("CidrIp") != "0.0.0.0/0"
+        assert rule.get("CidrIpv6") != "::/0"
