@@ -154,7 +154,7 @@ class _DeleteRuleResourcesFirst:
     def visit(self, node: IConstruct) -> None:
         if isinstance(node, (ec2.CfnSecurityGroupIngress, ec2.CfnSecurityGroupEgress)):
             if cdk.Stack.of(node) is cdk.Stack.of(self._cleanup):
-                node.add_dependency(self._cleanup.node.default_child)
+                node.node.add_dependency(self._cleanup)
 
 
 def delete_after_cluster(cluster: IConstruct, buckets: Sequence[s3.IBucket]) -> None:
