@@ -246,3 +246,125 @@ def test_lifecycle_rejects_empty_group_list():
             buckets=[],
             destroy_everything=True,
         )
+
+
+# The whole app, as `cdk synth -c environment=...` builds it --------------------
+
+
+def only_resource(resources: dict[str, dict], resource_type: str) -> str:
+    matches = [key for key, resource in resources.items() if resource["Type"] == resource_type]
+    assert len(matches) == 1, f"expected one {resource_type}, found {matches}"
+    return matches[0]
+
+
+def bucket_emptiers(resources: dict[str, dict]) -> dict[str, str]:
+    """Map each bucket's logical id to the custom resource that empties it on deletion."""
+    emptiers = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "Custom::S3AutoDeleteObjects":
+            (bucket_id,) = references(resource["Properties"]["BucketName"])
+            emptiers[bucket_id] = logical_id
+    return emptiers
+
+
+@pytest.fixture(scope="module")
+def ci_app(synthesize_environment):
+    return synthesize_environment(environment="ci-1", production=False)
+
+
+@pytest.fixture(scope="module")
+def production_app(synthesize_environment):
+    return synthesize_environment(environment="prod", production=True)
+
+
+def test_ci_app_retains_nothing(ci_app):
+    resources = ci_app.template_json["Resources"]
+    retained = sorted(
+        logical_id
+        for logical_id, resource in resources.items()
+        if resource.get("DeletionPolicy") in RETAINING_POLICIES
+        or resource.get("UpdateReplacePolicy") in RETAINING_POLICIES
+    )
+    assert retained == []
+
+
+def test_ci_app_empties_every_bucket(ci_app):
+    resources = ci_app.template_json["Resources"]
+    buckets = {key for key, value in resources.items() if value["Type"] == "AWS::S3::Bucket"}
+    assert len(buckets) == 3
+    assert set(bucket_emptiers(resources)) == buckets
+
+
+def test_ci_app_deletes_cluster_before_emptying_buckets(ci_app):
+    resources = ci_app.template_json["Resources"]
+    graph = dependencies(resources)
+    cluster = only_resource(resources, "AWS::EMR::Cluster")
+    for bucket, emptier in bucket_emptiers(resources).items():
+        assert deleted_before(graph, cluster, emptier), bucket
+        assert deleted_before(graph, emptier, bucket), bucket
+
+
+def test_ci_app_revokes_rules_of_cluster_groups(ci_app):
+    resources = ci_app.template_json["Resources"]
+    cleanup = only_resource(resources, CLEANUP_RESOURCE_TYPE)
+    cluster = resources[only_resource(resources, "AWS::EMR::Cluster")]
+    instances = cluster["Properties"]["Instances"]
+    cluster_groups = references(
+        [
+            instances["EmrManagedMasterSecurityGroup"],
+            instances["EmrManagedSlaveSecurityGroup"],
+            instances["ServiceAccessSecurityGroup"],
+        ]
+    )
+    listed = references(resources[cleanup]["Properties"]["SecurityGroupIds"])
+    assert listed == cluster_groups
+    assert len(listed) == 3
+
+
+def test_ci_app_orders_group_deletion(ci_app):
+    resources = ci_app.template_json["Resources"]
+    graph = dependencies(resources)
+    cleanup = only_resource(resources, CLEANUP_RESOURCE_TYPE)
+    cluster = only_resource(resources, "AWS::EMR::Cluster")
+    assert deleted_before(graph, cluster, cleanup)
+    for group in references(resources[cleanup]["Properties"]["SecurityGroupIds"]):
+        assert deleted_before(graph, cleanup, group), group
+    rules = [
+        key
+        for key, value in resources.items()
+        if value["Type"] in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
+    ]
+    assert rules
+    for rule in rules:
+        assert deleted_before(graph, rule, cleanup), rule
+
+
+def test_ci_app_cluster_terminates_itself(ci_app):
+    resources = ci_app.template_json["Resources"]
+    cluster = resources[only_resource(resources, "AWS::EMR::Cluster")]["Properties"]
+    assert cluster["AutoTerminationPolicy"]["IdleTimeout"] == 3600
+    assert cluster["Instances"].get("TerminationProtected", False) is False
+
+
+def test_ci_app_stack_not_termination_protected(ci_app):
+    assert ci_app.stack.termination_protection is False
+
+
+def test_production_app_retains_buckets(production_app):
+    resources = production_app.template_json["Resources"]
+    buckets = {key: value for key, value in resources.items() if value["Type"] == "AWS::S3::Bucket"}
+    assert len(buckets) == 3
+    for logical_id, bucket in buckets.items():
+        assert bucket["DeletionPolicy"] == "Retain", logical_id
+        assert bucket["UpdateReplacePolicy"] == "Retain", logical_id
+    assert bucket_emptiers(resources) == {}
+
+
+def test_production_app_still_orders_cluster_first(production_app):
+    resources = production_app.template_json["Resources"]
+    graph = dependencies(resources)
+    cluster = only_resource(resources, "AWS::EMR::Cluster")
+    cleanup = only_resource(resources, CLEANUP_RESOURCE_TYPE)
+    assert deleted_before(graph, cluster, cleanup)
+    for bucket in (key for key, value in resources.items() if value["Type"] == "AWS::S3::Bucket"):
+        assert deleted_before(graph, cluster, bucket), bucket
