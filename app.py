@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The CDK app: one stack per environment, configured from cdk.json context and ``-c`` overrides.
 
-npx cdk synth                          # the default environment, offline
-npx cdk deploy -c environment=ci-123   # a second, independent environment
+``npx cdk synth`` synthesizes the default environment offline;
+``npx cdk deploy -c environment=ci-123`` deploys a second, independent one.
+See docs/infrastructure.md for every configuration key.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ def create_app(
     context: Mapping[str, object] | None = None,
     *,
     outdir: str | None = None,
-    nag: bool = True,
+    nag: bool | None = None,
 ) -> tuple[cdk.App, RecommenderStack]:
-    """Build the app and its stack; with ``nag``, synthesis fails on any cdk-nag finding.
+    """Build the app and its stack; with cdk-nag on, synthesis fails on any unacknowledged finding.
 
-    ``context`` replaces what the CDK command line passes (tests use it). Raises
-    ConfigError for an invalid configuration value.
+    ``context`` replaces what the CDK command line passes (tests use it). ``nag``
+    overrides the nagChecks setting. Raises ConfigError for an invalid
+    configuration value.
     """
     app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
     config = load_config(app.node.get_all_context())
@@ -42,7 +44,8 @@ def create_app(
     )
     cdk.Tags.of(app).add(naming.PROJECT_TAG, naming.PROJECT)
     cdk.Tags.of(app).add(naming.ENVIRONMENT_TAG, config.environment)
-    if nag:
+    run_nag = config.nag_checks if nag is None else nag
+    if run_nag:
         cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
     return app, stack
 

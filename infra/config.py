@@ -88,6 +88,8 @@ class EnvironmentConfig:
     jupyter_users: tuple[str, ...] = ("student",)
     # [logRetentionDays] Days before objects in the logs bucket expire.
     log_retention_days: int = 90
+    # [nagChecks] Run cdk-nag's AwsSolutions pack during synthesis; a finding stops it.
+    nag_checks: bool = True
 
     @property
     def release_major(self) -> int:
@@ -184,6 +186,7 @@ _KEYS: dict[str, tuple[str, Callable[[str, object], Any]]] = {
     "managedScalingMaxUnits": ("managed_scaling_max_units", _parse_optional_int),
     "jupyterUsers": ("jupyter_users", _parse_str_list),
     "logRetentionDays": ("log_retention_days", _parse_int),
+    "nagChecks": ("nag_checks", _parse_bool),
 }
 
 CONTEXT_KEYS: tuple[str, ...] = tuple(_KEYS)
