@@ -38,9 +38,9 @@ class RecommenderStack(Stack):
             construct_id,
             description=f"ALS recommender on Amazon EMR, environment {config.environment}",
             termination_protection=config.termination_protection,
-            # Stack tags reach the resources that Tags.of cannot, such as CDK's
-            # custom resource provider roles; with the explicitStackTags feature
-            # flag they must be passed here rather than inherited from the app.
+            # Stack tags reach the resources that Tags.of cannot, such as CDK's custom
+            # resource provider roles. The explicitStackTags feature flag stops the
+            # app's tags from reaching the stack, so they are passed here.
             tags={naming.PROJECT_TAG: naming.PROJECT, naming.ENVIRONMENT_TAG: config.environment},
             **kwargs,
         )
@@ -102,8 +102,8 @@ class RecommenderStack(Stack):
             ],
             destroy_everything=not config.production,
         )
-        self.jupyter = self._jupyter(config)
         self.job_artifact = self._job_artifact(config)
+        self.jupyter = self._jupyter(config)
         self.pipeline = self._pipeline(config)
 
         self._outputs()
@@ -119,6 +119,8 @@ class RecommenderStack(Stack):
             artifacts_bucket=self.storage.artifacts_bucket,
             artifacts_prefix=ARTIFACTS_PREFIX,
             runs_uri=self.storage.data_bucket.s3_url_for_object("runs"),
+            # The deployed notebook imports the same package version the steps run.
+            artifact_uri=self.job_artifact.location.package_zip,
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
         for configuration in jupyter.configurations:

@@ -425,3 +425,49 @@ def test_app_has_no_ingress_from_anywhere(default_app):
     for rule in inline + separate:
         assert rule.get("CidrIp") != "0.0.0.0/0"
         assert rule.get("CidrIpv6") != "::/0"
+
+
+def deployed_notebooks(app) -> dict[str, dict]:
+    """Return {user: notebook} for the course notebooks staged as assets of the app."""
+    notebooks = {}
+    for path in app.assembly_dir.glob("asset.*/*/als_course-*.ipynb"):
+        notebooks[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+    return notebooks
+
+
+def injected_parameters(notebook: dict) -> dict[str, str]:
+    (cell,) = [
+        cell
+        for cell in notebook["cells"]
+        if "injected-parameters" in cell["metadata"].get("tags", [])
+    ]
+    lines = "".join(cell["source"]).splitlines()
+    return dict(line.split(" = ", 1) for line in lines if " = " in line)
+
+
+def test_app_deploys_notebook_for_every_user(default_app):
+    users = default_app.stack.config.jupyter_users
+    assert users
+    assert sorted(deployed_notebooks(default_app)) == sorted(users)
+
+
+def test_app_notebook_imports_versioned_artifact(default_app):
+    for notebook in deployed_notebooks(default_app).values():
+        artifact = injected_parameters(notebook)["artifact"]
+        assert "/artifacts/spark_jobs/" in artifact
+        assert artifact.endswith("/spark_jobs.zip'")
+        assert notebook["metadata"]["kernelspec"]["name"] == "pysparkkernel"
+
+
+def test_app_notebook_writes_runs_in_data_bucket(default_app):
+    (deployment,) = [
+        resource
+        for key, resource in default_app.resources("Custom::CDKBucketDeployment").items()
+        if "CourseNotebook" in key
+    ]
+    markers = deployment["Properties"]["SourceMarkers"][0]
+    (data_id,) = [key for key in default_app.resources("AWS::S3::Bucket") if "Data" in key]
+    (data_marker,) = [marker for marker, value in markers.items() if value == {"Ref": data_id}]
+    for user, notebook in deployed_notebooks(default_app).items():
+        output = injected_parameters(notebook)["output"]
+        assert output == f"'s3://{data_marker}/runs/notebook-{user}'"
