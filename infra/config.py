@@ -57,29 +57,29 @@ class EnvironmentConfig:
 
     # [environment] Prefixes the stack name and tags every resource.
     environment: str = "dev"
-    # [releaseLabel] EMR release; the emr-7.x line, which ships JupyterHub and Python 3.11.
+    # [releaseLabel] EMR release of the emr-7.x line, which ships JupyterHub and Python 3.11.
     release_label: str = "emr-7.13.0"
     # [primaryInstanceType] The single primary node.
     primary_instance_type: str = "m5.xlarge"
-    # [coreInstanceType, coreInstanceCount] Core nodes run HDFS and executors; at least one.
+    # [coreInstanceType, coreInstanceCount] Core nodes run HDFS and executors. At least one.
     core_instance_type: str = "m5.xlarge"
     core_instance_count: int = 2
-    # [taskInstanceType, taskInstanceCount] Optional executor-only nodes; 0 adds no group.
+    # [taskInstanceType, taskInstanceCount] Optional executor-only nodes. 0 adds no group.
     task_instance_type: str = "m5.xlarge"
     task_instance_count: int = 0
     # [taskSpot] Buy task nodes on the Spot market (capped at the On-Demand price).
     task_spot: bool = True
     # [idleTimeoutSeconds] Auto-termination after this long without work.
     idle_timeout_seconds: int = 3600
-    # [keyPairName] Optional EC2 key pair for SSH; access otherwise goes through SSM.
+    # [keyPairName] Optional EC2 key pair for SSH. Without it, access goes through SSM.
     key_pair_name: str | None = None
     # [vpcId] Optional existing VPC to import by lookup (needs credentials at synth time).
     vpc_id: str | None = None
     # [uiAllowedCidr] Optional network allowed to reach JupyterHub and the Spark UI.
     ui_allowed_cidr: str | None = None
-    # [production] Production keeps its buckets on stack deletion; others delete everything.
+    # [production] Production keeps its buckets on stack deletion. Others delete everything.
     production: bool = False
-    # [terminationProtection] EMR termination protection on the cluster.
+    # [terminationProtection] Termination protection on the EMR cluster and on the stack.
     termination_protection: bool = False
     # [managedScalingMinUnits, managedScalingMaxUnits] Optional EMR managed scaling bounds.
     managed_scaling_min_units: int | None = None
@@ -88,7 +88,7 @@ class EnvironmentConfig:
     jupyter_users: tuple[str, ...] = ("student",)
     # [logRetentionDays] Days before objects in the logs bucket expire.
     log_retention_days: int = 90
-    # [nagChecks] Run cdk-nag's AwsSolutions pack during synthesis; a finding stops it.
+    # [nagChecks] Run cdk-nag's AwsSolutions pack during synthesis. A finding stops it.
     nag_checks: bool = True
 
     @property
@@ -166,7 +166,7 @@ def _parse_str_list(key: str, value: object) -> tuple[str, ...]:
     return tuple(items)
 
 
-# Context key -> (dataclass field, parser). The only place that maps the two.
+# Context key -> (dataclass field, parser). No other code maps keys to fields.
 _KEYS: dict[str, tuple[str, Callable[[str, object], Any]]] = {
     "environment": ("environment", _parse_str),
     "releaseLabel": ("release_label", _parse_str),
@@ -211,9 +211,9 @@ def default_context() -> dict[str, object]:
 
 
 def _is_foreign_key(key: str) -> bool:
-    # Feature flags ("@aws-cdk/..."), CLI settings ("aws:cdk:...") and lookup caches
-    # ("availability-zones:account=...") and notices that `cdk acknowledge` records
-    # share the context with the keys above.
+    # The context also contains feature flags ("@aws-cdk/..."), CLI settings
+    # ("aws:cdk:..."), lookup caches ("availability-zones:account=...") and the
+    # notices that `cdk acknowledge` records.
     return key.startswith("@") or ":" in key or key == "acknowledged-issue-numbers"
 
 
