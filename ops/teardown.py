@@ -2,7 +2,7 @@
 
     python -m ops teardown --environment ci-123            # list what would be deleted
     python -m ops teardown --environment ci-123 --apply    # delete it
-    python -m ops teardown --older-than 6 --apply          # every environment older than 6 h
+    python -m ops teardown --older-than 6 --prefix ci- --apply   # CI environments over 6 h old
 
 A resource belongs to an environment when it carries both tags the stack puts on
 everything: ``project=als-recommender`` and ``environment=NAME``. A stack also
@@ -555,11 +555,15 @@ def teardown(
     *,
     environment: str | None = None,
     older_than: timedelta | None = None,
+    prefix: str = "",
     apply: bool = False,
     now: datetime | None = None,
     waits: Waits | None = None,
 ) -> Report:
     """Select one environment, or every environment older than ``older_than``, and delete it.
+
+    ``prefix`` limits the age-based selection to environment names that start with it,
+    so that a sweep for CI environments never touches long-lived ones such as ``dev``.
 
     Without ``apply`` nothing is changed and every outcome is WOULD_DELETE. With
     ``apply`` the resources are deleted, the region is searched again, and anything
@@ -567,11 +571,14 @@ def teardown(
     """
     if (environment is None) == (older_than is None):
         raise TeardownError("pass exactly one of --environment and --older-than")
+    if prefix and environment is not None:
+        raise TeardownError("--prefix applies to --older-than only")
     resources = discover(session)
     if environment is not None:
         environments = {environment}
     else:
-        environments = old_environments(resources, older_than, now or datetime.now(UTC))
+        old = old_environments(resources, older_than, now or datetime.now(UTC))
+        environments = {name for name in old if name.startswith(prefix)}
     selected = in_environments(resources, environments)
     if not apply:
         return Report(environments, [Outcome(resource, WOULD_DELETE) for resource in selected])
@@ -619,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help="every environment whose oldest resource is older than HOURS hours",
     )
+    parser.add_argument(
+        "--prefix",
+        default="",
+        help="with --older-than, only environments whose name starts with PREFIX (e.g. ci-)",
+    )
     parser.add_argument("--apply", action="store_true", help="delete; without it, only list")
     parser.add_argument("--region", help="AWS region (default: from the AWS configuration)")
     parser.add_argument(
@@ -656,7 +668,10 @@ def format_report(report: Report, *, apply: bool) -> str:
 def main(argv: list[str]) -> int:
     """Run the command; return 0 when nothing remained, 1 when something did, 2 on errors."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prefix and args.environment is not None:
+        parser.error("--prefix applies to --older-than only")
     waits = Waits(poll_seconds=max(1, args.poll_seconds))
     try:
         session = boto3.Session(region_name=args.region)
@@ -666,6 +681,7 @@ def main(argv: list[str]) -> int:
             session,
             environment=args.environment,
             older_than=args.older_than,
+            prefix=args.prefix,
             apply=args.apply,
             waits=waits,
         )

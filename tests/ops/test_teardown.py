@@ -386,6 +386,17 @@ def test_older_than_skips_young_environments(session):
     assert report.outcomes == []
 
 
+def test_older_than_keeps_names_without_prefix(session):
+    create_environment(session, ENVIRONMENT, tags_for(ENVIRONMENT))
+    create_environment(session, "dev", tags_for("dev"))
+    later = datetime.now(UTC) + timedelta(hours=3)
+
+    report = teardown.teardown(session, older_than=timedelta(hours=2), prefix="ci-", now=later)
+
+    assert report.environments == {ENVIRONMENT}
+    assert {outcome.resource.environment for outcome in report.outcomes} == {ENVIRONMENT}
+
+
 def test_old_environments_uses_oldest_resource():
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     resources = [
@@ -420,6 +431,7 @@ def test_main_dry_run_exits_zero(session, capsys):
         ["--older-than", "0"],
         ["--older-than", "soon"],
         ["--environment", "ci-1", "--older-than", "2"],
+        ["--environment", "ci-1", "--prefix", "ci-"],
     ],
 )
 def test_main_rejects_invalid_options(argv, capsys):
