@@ -22,4 +22,6 @@ def main(argv: list[str]) -> int:
     return module.main(argv[1:])
 
 
-sys.exit(main(sys.argv[1:]))
+# Guarded so that tests can import COMMANDS without running the dispatcher.
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

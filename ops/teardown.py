@@ -255,7 +255,7 @@ def discover(session: boto3.Session) -> list[Resource]:
 def old_environments(
     resources: Iterable[Resource], older_than: timedelta, now: datetime
 ) -> set[str]:
-    """Return the environments whose oldest dated resource was created before ``now - older_than``."""
+    """Return the environments whose oldest dated resource is older than ``older_than`` at ``now``."""
     oldest: dict[str, datetime] = {}
     for resource in resources:
         if resource.created is None:
