@@ -27,11 +27,16 @@ FULL_OPTIONS = {
 }
 
 
-def synthesize_with_nag(overrides, outdir: Path):
-    """Synthesize with the AwsSolutions plugin; return the app and the plugin violations."""
+def synthesize_with_nag(overrides, outdir: Path, extend=None):
+    """Synthesize with the AwsSolutions plugin; return the app, the stack and the violations.
+
+    ``extend(stack)`` runs before synthesis, to add resources.
+    """
     from app import create_app
 
     app, stack = create_app({**cdk_json_context(), **overrides}, outdir=str(outdir), nag=True)
+    if extend is not None:
+        extend(stack)
     failure = None
     try:
         app.synth()
@@ -84,6 +89,16 @@ def test_default_environment_has_no_findings(default_nag):
 def test_full_options_environment_has_no_findings(full_options_nag):
     _app, _stack, violations = full_options_nag
     assert violations == []
+
+
+def test_unacknowledged_finding_fails(tmp_path):
+    from aws_cdk import aws_s3 as s3
+
+    def add_unsafe_bucket(stack):
+        s3.Bucket(stack, "UnloggedBucket", enforce_ssl=True)
+
+    _app, _stack, violations = synthesize_with_nag({}, tmp_path, add_unsafe_bucket)
+    assert violations == ["AwsSolutions-S1 at als-recommender-dev/UnloggedBucket/Resource"]
 
 
 def test_acknowledgments_recorded(default_nag):
