@@ -2,11 +2,12 @@
 
 The new VPC has no NAT gateway and no internet route from its private subnets.
 Cluster nodes reach S3 through a gateway endpoint (free) and the EMR service
-through an interface endpoint in each of the two zones, which costs about
-2 x 730 h x 0.01 USD = 14.60 USD a month plus 0.01 USD per GB (us-east-1 price,
-2025). A NAT gateway would cost about 32.85 USD a month plus 0.045 USD per GB
-and would open a route to the internet that nothing here needs: the job
-artifact and its pinned wheels come from the artifacts bucket.
+through an interface endpoint in each of the two zones. That endpoint costs an
+estimated 2 x 730 h x 0.01 USD = 14.60 USD a month plus 0.01 USD per GB, from
+us-east-1 list prices. A NAT gateway would cost about 32.85 USD a month plus
+0.045 USD per GB, and would open a route to the internet that nothing here
+needs, because the job artifact and its pinned wheels come from the artifacts
+bucket.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ EMR_AGENT_PORT = 8443
 class Network(Construct):
     """The VPC, the subnet the cluster runs in, and the three EMR-managed security groups.
 
-    With ``vpc_id`` the VPC is imported by lookup (needs an account and region on
-    the stack) and nothing is added to it except the security groups; that VPC must
-    already route its private subnets to S3 and to the EMR endpoint, and those
-    subnets need the ``for-use-with-amazon-emr-managed-policies=true`` tag.
-    Otherwise a new VPC across two zones is created with its flow logs in
-    ``flow_logs_bucket``.
+    With ``vpc_id`` the VPC is imported by lookup, which needs an account and
+    region on the stack, and only the security groups are added to it. That VPC
+    must already route its private subnets to S3 and to the EMR endpoint, and
+    those subnets need the ``for-use-with-amazon-emr-managed-policies=true`` tag.
+    Without ``vpc_id`` a new VPC across two zones is created, with its flow logs
+    in ``flow_logs_bucket``.
     """
 
     def __init__(
@@ -131,9 +132,9 @@ class Network(Construct):
     def add_interface_endpoint(
         self, construct_id: str, service: ec2.IInterfaceVpcEndpointService
     ) -> ec2.InterfaceVpcEndpoint | None:
-        """Add a private-DNS interface endpoint to the created VPC; None for an imported VPC.
+        """Add a private-DNS interface endpoint to the created VPC. Return None for an imported VPC.
 
-        Each endpoint costs about 14.60 USD a month in two zones (see the module doc).
+        Each endpoint costs an estimated 14.60 USD a month in two zones (see the module doc).
         Only the cluster's primary and core security groups may reach it, on 443. An
         imported VPC gets none, because a second private-DNS endpoint for a service
         that VPC already has fails to deploy.
@@ -165,8 +166,8 @@ class Network(Construct):
         return group
 
     def _connect_cluster_groups(self) -> None:
-        # The rules EMR would otherwise add itself on first launch. Declaring them
-        # here lets CloudFormation own (and delete) them.
+        # EMR adds these rules itself on first launch when they are missing. Declaring
+        # them here lets CloudFormation own and delete them.
         primary = self.primary_security_group
         core = self.core_security_group
         service = self.service_access_security_group
