@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -206,6 +207,30 @@ def find_buckets(session: boto3.Session) -> list[Resource]:
     return found
 
 
+# Lambda names the log group of a function after it, and CloudFormation names a
+# function <stack name>-<logical id>-<suffix>. Environment names are lowercase and
+# CDK logical ids start with an uppercase letter, so the first "-" followed by an
+# uppercase letter ends the stack name.
+FUNCTION_LOG_GROUP_PATTERN = re.compile(
+    rf"^/aws/lambda/{re.escape(STACK_PREFIX)}(?P<environment>[a-z][a-z0-9-]*?)-[A-Z]"
+)
+
+
+def function_log_group_environment(name: str) -> str | None:
+    """Return the environment whose stack owns the Lambda log group ``name``, or None.
+
+    These log groups carry no tags: Lambda creates them on a function's first run,
+    outside the stack, so ``cdk destroy`` leaves them behind.
+    """
+    # NOTE: CloudFormation shortens long generated function names; a stack name cut
+    # short there no longer matches and its log group is left for a manual cleanup.
+    match = FUNCTION_LOG_GROUP_PATTERN.match(name)
+    if match is None:
+        return None
+    environment = match.group("environment")
+    return environment if naming.ENVIRONMENT_NAME_PATTERN.match(environment) else None
+
+
 def find_log_groups(session: boto3.Session) -> list[Resource]:
     logs = session.client("logs")
     found = []
@@ -214,6 +239,7 @@ def find_log_groups(session: boto3.Session) -> list[Resource]:
             arn = group.get("logGroupArn") or group["arn"].removesuffix(":*")
             tags = logs.list_tags_for_resource(resourceArn=arn)["tags"]
             environment = _tag_environment(tags)
+            environment = environment or function_log_group_environment(group["logGroupName"])
             if environment is None:
                 continue
             created = datetime.fromtimestamp(group["creationTime"] / 1000, tz=UTC)
@@ -255,7 +281,7 @@ def discover(session: boto3.Session) -> list[Resource]:
 def old_environments(
     resources: Iterable[Resource], older_than: timedelta, now: datetime
 ) -> set[str]:
-    """Return the environments whose oldest dated resource is older than ``older_than`` at ``now``."""
+    """Return the environments whose oldest dated resource is ``older_than`` old at ``now``."""
     oldest: dict[str, datetime] = {}
     for resource in resources:
         if resource.created is None:

@@ -127,6 +127,10 @@ def create_environment(session, environment: str, tags: dict[str, str]) -> dict[
     ids["function_log_group"] = f"/aws/lambda/{function_name}"
     # Lambda would create this untagged log group on the function's first run.
     session.client("logs").create_log_group(logGroupName=ids["function_log_group"])
+    # A log group of a function that CloudFormation already deleted with its stack.
+    stack_name = naming.stack_name(environment)
+    ids["orphan_log_group"] = f"/aws/lambda/{stack_name}-CustomS3AutoDeleteObjectsCustomRes-X1Y2"
+    session.client("logs").create_log_group(logGroupName=ids["orphan_log_group"])
 
     ids["cluster"] = create_cluster(session, f"cluster-{suffix}", tags)
 
@@ -273,7 +277,8 @@ def test_dry_run_lists_every_kind(applied):
     kinds = [outcome.resource.kind for outcome in applied["dry_run"].outcomes]
     assert sorted(set(kinds)) == sorted(teardown.KIND_ORDER)
     assert kinds.count(teardown.SECURITY_GROUP) == 2
-    assert len(kinds) == 8
+    assert kinds.count(teardown.LOG_GROUP) == 3
+    assert len(kinds) == 10
 
 
 def test_dry_run_lists_only_one_environment(applied):
@@ -289,7 +294,7 @@ def test_apply_deletes_everything_tagged(applied):
 
 def test_apply_reports_each_deletion(applied):
     statuses = [outcome.status for outcome in applied["report"].outcomes]
-    assert statuses == [teardown.DELETED] * 8
+    assert statuses == [teardown.DELETED] * 10
 
 
 def test_apply_keeps_other_environment(applied):
@@ -349,6 +354,27 @@ def test_apply_deletes_stack_function_log_group(applied):
     assert not applied["after_apply"]["function_log_group"]
 
 
+def test_apply_deletes_orphan_function_log_group(applied):
+    assert applied["after_dry_run"]["orphan_log_group"]
+    assert not applied["after_apply"]["orphan_log_group"]
+    assert applied["other_after_apply"]["orphan_log_group"]
+
+
+@pytest.mark.parametrize(
+    ("name", "environment"),
+    [
+        ("/aws/lambda/als-recommender-ci-1-CustomS3AutoDeleteObjectsCustomRes-AB12", "ci-1"),
+        ("/aws/lambda/als-recommender-ci-1-2-CustomCDKBucketDeployment-AB12", "ci-1-2"),
+        ("/aws/lambda/als-recommender-dev-LifecycleSecurityGroupCleanupFunc-AB12", "dev"),
+        ("/aws/lambda/other-project-ci-1-CustomS3AutoDelete-AB12", None),
+        ("/aws/lambda/als-recommender-ci-1", None),
+        ("/als-recommender/ci-1/pipeline", None),
+    ],
+)
+def test_function_log_group_environment(name, environment):
+    assert teardown.function_log_group_environment(name) == environment
+
+
 def test_protected_cluster_remains_with_reason(session, capsys):
     create_environment(session, ENVIRONMENT, tags_for(ENVIRONMENT))
     protected = create_cluster(session, "protected", tags_for(ENVIRONMENT), protected=True)
@@ -373,7 +399,7 @@ def test_older_than_selects_old_environments(session):
     report = teardown.teardown(session, older_than=timedelta(hours=2), now=later)
 
     assert report.environments == {ENVIRONMENT, OTHER_ENVIRONMENT}
-    assert len(report.outcomes) == 16
+    assert len(report.outcomes) == 20
 
 
 def test_older_than_skips_young_environments(session):
@@ -440,3 +466,18 @@ def test_main_rejects_invalid_options(argv, capsys):
 
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_stack_function_log_groups_lists_functions(session):
+    cloudformation = session.client("cloudformation")
+    stack_id = cloudformation.create_stack(
+        StackName=naming.stack_name(ENVIRONMENT),
+        TemplateBody=json.dumps(STACK_TEMPLATE),
+        Capabilities=["CAPABILITY_IAM"],
+    )["StackId"]
+    summaries = cloudformation.list_stack_resources(StackName=stack_id)["StackResourceSummaries"]
+    function = [s for s in summaries if s["ResourceType"] == "AWS::Lambda::Function"][0]
+
+    names = teardown.stack_function_log_groups(cloudformation, stack_id)
+
+    assert names == [f"/aws/lambda/{function['PhysicalResourceId']}"]
