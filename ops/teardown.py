@@ -11,11 +11,12 @@ optional. With ``--older-than`` an environment is old when its oldest dated
 resource was created that many hours ago. Security groups have no creation time,
 so they are removed with the rest of their environment.
 
-``--apply`` deletes in an order that lets each step succeed: running pipeline
-executions are stopped (so they start no new cluster), clusters are terminated and
-awaited, then state machines, security-group rules and groups, buckets (every
-object version first), log groups, secrets and finally stacks. Whatever could not
-be deleted is reported with the reason, and the exit status is then 1.
+``--apply`` deletes in an order that lets each step succeed. It first stops running
+pipeline executions, so they start no new cluster, and terminates the clusters and
+waits for them. Then it deletes state machines, security-group rules and groups,
+buckets (every object version first), log groups, secrets and finally stacks.
+Whatever could not be deleted is reported with the reason, and the exit status is
+then 1.
 """
 
 from __future__ import annotations
@@ -222,8 +223,8 @@ def function_log_group_environment(name: str) -> str | None:
     These log groups carry no tags: Lambda creates them on a function's first run,
     outside the stack, so ``cdk destroy`` leaves them behind.
     """
-    # NOTE: CloudFormation shortens long generated function names; a stack name cut
-    # short there no longer matches and its log group is left for a manual cleanup.
+    # NOTE: CloudFormation shortens long generated function names. A stack name cut
+    # short there no longer matches, so its log group is left for a manual cleanup.
     match = FUNCTION_LOG_GROUP_PATTERN.match(name)
     if match is None:
         return None
