@@ -135,6 +135,10 @@ class StageCommit:
 
     def __enter__(self) -> StageCommit:
         self._started = time.monotonic()
+        # Reject mixed inputs before any work, and before uncommitting the outputs
+        # of an earlier good run.
+        if self.inputs:
+            check_lineage(self.inputs)
         # Uncommit first: from here on, a crash leaves no manifest behind.
         fs.delete(self.spark, self.layout.manifest(self.stage))
         self._remove_stale_staging()
