@@ -103,7 +103,7 @@ def _fingerprint(parts: Iterable[object]) -> str:
 
 
 def resolve_source(spark: SparkSession, source: str | None, layout: RunLayout) -> Source:
-    """Return the Source for a --source value: None, a dataset name, or a directory URI.
+    """Return the Source for a --source value: None, a directory URI, or a dataset name.
 
     Raises InputDataError when the directory does not exist, has an unknown layout,
     lacks a file, or the dataset download fails.
@@ -119,7 +119,9 @@ def resolve_source(spark: SparkSession, source: str | None, layout: RunLayout) -
             fingerprint="sha256:" + hashlib.sha256(data).hexdigest()[:16],
             sample_data=data,
         )
-    if datasets.is_dataset_name(source):
+    # A local directory wins over a dataset name of the same spelling, as it does in
+    # the command line's check that --output is not inside --source.
+    if datasets.is_dataset_name(source) and not os.path.exists(source):
         directory = layout.source_copy(source)
         checksum = datasets.fetch(spark, source, directory)
         description, fingerprint = source, checksum

@@ -1,0 +1,110 @@
+"""Command-line argument checks that must reject nonsense before a Spark session exists."""
+
+from __future__ import annotations
+
+import pytest
+
+import spark_jobs.session
+from spark_jobs import cli
+
+
+class SessionStarted(Exception):
+    """Raised by the stand-in for build_session: the command got past its argument checks."""
+
+
+@pytest.fixture
+def session_calls(monkeypatch):
+    """Replace build_session with a recorder that raises SessionStarted; yield the call list."""
+    calls = []
+
+    def build_session(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise SessionStarted
+
+    monkeypatch.setattr(spark_jobs.session, "build_session", build_session)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option", "allowed"),
+    [
+        (["train", "--rank", "0"], "--rank", "[1, 1000]"),
+        (["train", "--reg-param", "-0.1"], "--reg-param", "[0, inf)"),
+        (["train", "--max-iter", "0"], "--max-iter", "[1, 1000]"),
+        (["split", "--test-fraction", "0"], "--test-fraction", "(0, 1)"),
+        (["split", "--test-fraction", "1"], "--test-fraction", "(0, 1)"),
+        (["recommend", "--top-k", "0"], "--top-k", "[1, 1000]"),
+        (["evaluate", "--top-k", "0"], "--top-k", "[1, 1000]"),
+        (["tune", "--rank-grid", "8,0"], "--rank-grid", "[1, 1000]"),
+        (["tune", "--reg-grid", "0.1,-1"], "--reg-grid", "[0, inf)"),
+        (["load", "--max-quarantine-fraction", "1.5"], "--max-quarantine-fraction", "[0, 1]"),
+        (["pipeline", "--rank", "0"], "--rank", "[1, 1000]"),
+        (["pipeline", "--test-fraction", "1"], "--test-fraction", "(0, 1)"),
+    ],
+)
+def test_cli_rejects_out_of_range_option(
+    session_calls, capsys, tmp_path, arguments, option, allowed
+):
+    code = cli.main([*arguments, "--output", str(tmp_path / "run")])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"invalid value for {option}" in message
+    assert f"allowed range is {allowed}" in message
+
+
+def test_cli_rejects_output_inside_source(session_calls, capsys, tmp_path):
+    source = tmp_path / "ml-latest-small"
+    source.mkdir()
+
+    code = cli.main(["load", "--source", str(source), "--output", str(source / "run")])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert "invalid value for --output" in message
+    assert "inside the input --source" in message
+
+
+def test_cli_rejects_output_equal_to_s3_source(session_calls, capsys):
+    code = cli.main(["pipeline", "--source", "s3://bucket/ml/", "--output", "s3://bucket/ml"])
+    assert code == 2
+    assert session_calls == []
+    assert "inside the input --source" in capsys.readouterr().err
+
+
+def test_cli_rejects_train_without_test(session_calls, capsys, tmp_path):
+    code = cli.main(["split", "--train", str(tmp_path / "u1.base"), "--output", str(tmp_path)])
+    assert code == 2
+    assert session_calls == []
+    assert "--train and --test must be given together" in capsys.readouterr().err
+
+
+def test_cli_rejects_non_numeric_option(session_calls, capsys, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--rank", "ten", "--output", str(tmp_path)])
+    assert raised.value.code == 2
+    assert session_calls == []
+    assert "--rank" in capsys.readouterr().err
+
+
+def test_cli_starts_session_for_valid_options(session_calls, tmp_path):
+    with pytest.raises(SessionStarted):
+        cli.main(["train", "--rank", "1", "--reg-param", "0", "--output", str(tmp_path)])
+    assert len(session_calls) == 1
+
+
+def test_cli_output_beside_source_is_allowed(session_calls, tmp_path):
+    source = tmp_path / "ml"
+    source.mkdir()
+    with pytest.raises(SessionStarted):
+        cli.main(["load", "--source", str(source), "--output", str(tmp_path / "ml-run")])
+    assert len(session_calls) == 1
+
+
+def test_cli_dataset_name_is_not_a_path(session_calls, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SessionStarted):
+        cli.main(["load", "--source", "ml-100k", "--output", "ml-100k-run"])
+    assert len(session_calls) == 1
