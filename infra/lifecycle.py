@@ -128,6 +128,9 @@ class SecurityGroupCleanup(Construct):
             service_token=self.function.function_arn,
             resource_type=CLEANUP_RESOURCE_TYPE,
             properties={"SecurityGroupIds": group_ids},
+            # Fail the deletion after 10 minutes instead of CloudFormation's default hour
+            # when the function never answers.
+            service_timeout=cdk.Duration.minutes(10),
         )
         # The function must keep its permissions until the Delete request has run.
         self.resource.node.add_dependency(self.role)

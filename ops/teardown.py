@@ -193,7 +193,10 @@ def find_security_groups(session: boto3.Session) -> list[Resource]:
 def find_buckets(session: boto3.Session) -> list[Resource]:
     s3 = session.client("s3")
     found = []
-    for bucket in s3.list_buckets().get("Buckets", []):
+    # Bucket names are global but an environment is regional: an environment of the
+    # same name in another region keeps its buckets.
+    pages = s3.get_paginator("list_buckets").paginate(BucketRegion=session.region_name)
+    for bucket in (bucket for page in pages for bucket in page.get("Buckets", [])):
         name = bucket["Name"]
         try:
             tag_set = s3.get_bucket_tagging(Bucket=name)["TagSet"]

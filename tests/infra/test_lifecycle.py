@@ -143,6 +143,11 @@ def test_cleanup_resource_lists_every_cluster_group(ci_stack):
     )
 
 
+def test_cleanup_resource_fails_within_ten_minutes(ci_stack):
+    _template, resources, _graph, ids = ci_stack
+    assert int(resources[ids["cleanup"]]["Properties"]["ServiceTimeout"]) == 600
+
+
 def test_cluster_deleted_before_rules_are_revoked(ci_stack):
     _template, _resources, graph, ids = ci_stack
     assert deleted_before(graph, ids["cluster"], ids["cleanup"])

@@ -219,6 +219,16 @@ def create_untagged(session) -> dict[str, str]:
     ids["group"] = ec2.create_security_group(
         GroupName="not-ours", Description="not ours", VpcId=vpc_id
     )["GroupId"]
+    # The same environment name in another region is another environment.
+    west = session.client("s3", region_name="eu-west-1")
+    ids["bucket_other_region"] = "als-recommender-test-logs-eu-west-1"
+    west.create_bucket(
+        Bucket=ids["bucket_other_region"],
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+    )
+    west.put_bucket_tagging(
+        Bucket=ids["bucket_other_region"], Tagging={"TagSet": key_value(tags_for(ENVIRONMENT))}
+    )
     session.client("logs").create_log_group(logGroupName="/not-ours")
     ids["log_group"] = "/not-ours"
     ids["stack"] = session.client("cloudformation").create_stack(
@@ -244,7 +254,7 @@ def exists(session, kind: str, identifier: str) -> bool:
         if kind.endswith("group") and identifier.startswith("sg-"):
             session.client("ec2").describe_security_groups(GroupIds=[identifier])
             return True
-        if kind == "bucket":
+        if kind.startswith("bucket"):
             session.client("s3").head_bucket(Bucket=identifier)
             return True
         if kind.endswith("log_group"):
