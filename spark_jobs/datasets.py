@@ -202,7 +202,7 @@ def fetch(
     ``<base_url>/<name>.zip`` (default: the GroupLens server) to a local temporary
     directory, verifies it, and uploads the files the load stage needs. ``registry``
     defaults to DATASETS. Raises InputDataError when the download fails, the
-    checksum differs, or the zip holds no usable file.
+    checksum differs, or the zip contains no usable file.
     """
     dataset = (DATASETS if registry is None else registry)[name]
     marker = f"{destination}/{COMPLETE_MARKER}"

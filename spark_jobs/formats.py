@@ -2,8 +2,7 @@
 
 Every published MovieLens layout is described here as data (file names, separator,
 field count, text encoding, rating scale). Parsing runs in the JVM as Spark SQL
-expressions, with no Python UDFs, so the same code scales from the 1,501-line
-built-in sample to the 32 million ratings of ml-32m.
+expressions with no Python UDFs, so no rating passes through a Python worker.
 
 Parsing never drops a line silently. Each line of an input file either becomes a
 row or is marked with a quarantine reason, so for every file
@@ -103,7 +102,8 @@ ML_100K_GENRES = (
     "War",
     "Western",
 )
-# What ml-latest writes for a movie without genres; used for u.item rows without a flag.
+# The genres value of ml-latest for a movie without genres, also given to u.item rows
+# without a genre flag.
 NO_GENRES = "(no genres listed)"
 
 MAX_ID = 2**31 - 1  # ids are stored as IntegerType
@@ -256,8 +256,9 @@ def read_lines(spark: SparkSession, uri: str, file_name: str) -> DataFrame:
 
     Line numbers are 1-based and exact even when Spark splits the file into several
     partitions. Lines end at "\\n" only; a trailing "\\r" stays in the bytes for
-    decode_lines to remove. The file is scanned twice: once to count the lines of each
-    split, once to number them.
+    decode_lines to remove. The file is read once into a local checkpoint (executor
+    memory and disk), so the rows must fit there; losing an executor fails the job
+    rather than renumbering lines.
     """
     # Spark reads a file split by split, and the partitions of one scan do not come
     # back ordered by offset. Within a partition the rows of each split are contiguous
@@ -274,6 +275,10 @@ def read_lines(spark: SparkSession, uri: str, file_name: str) -> DataFrame:
         )
         .withColumn("_position", position)
     )
+    # The split sizes of a scan depend on the cluster's parallelism when it runs, which
+    # changes under dynamic allocation. Checkpointing fixes the splits and row ids, so
+    # the per-split counts below and the numbered rows come from the same read.
+    raw = raw.localCheckpoint(eager=True)
     splits = (
         raw.groupBy("_block")
         .agg(F.min("_position").alias("first"), F.count(F.lit(1)).alias("lines"))
@@ -326,7 +331,7 @@ def decode_lines(lines: DataFrame, text_file: TextFile) -> DataFrame:
     ``valid_encoding`` and ``is_header``, and drops ``bytes``.
     """
     text, valid = _decoded_text(text_file.encoding)
-    text = F.regexp_replace(text, "\r$", "")
+    text = F.regexp_replace(text, "\r\\z", "")
     text = F.when(F.col(LINE_NUMBER) == 1, F.regexp_replace(text, "^\ufeff", "")).otherwise(text)
     decoded = lines.withColumn(TEXT, text).withColumn(VALID_ENCODING, valid)
     if text_file.header is None:
@@ -382,7 +387,7 @@ def parse_ratings(decoded: DataFrame, text_file: TextFile, scale: RatingScale) -
 
     Returns source_file, line_number, raw_line, reason, userId, movieId, rating,
     timestamp for every line. ``reason`` is null for a valid line, HEADER_LINE for
-    the header, and otherwise the first check the line failed; the typed columns are
+    the header, and otherwise the first check the line failed. The typed columns are
     null unless the line is valid. Duplicates are marked by mark_duplicates.
     """
     fields = _split_fields(text_file)
@@ -439,7 +444,7 @@ def parse_movies(decoded: DataFrame, text_file: TextFile, movies_format: str) ->
     """Parse decoded movie lines into movieId, title, genres and a quarantine reason.
 
     Returns source_file, line_number, raw_line, reason, movieId, title, genres for
-    every line, with ``reason`` set as in parse_ratings; the movie columns are null
+    every line, with ``reason`` set as in parse_ratings. The movie columns are null
     unless the line is valid.
     """
     data = decoded

@@ -44,7 +44,7 @@ from spark_jobs.schema import USER
 
 logger = logging.getLogger(__name__)
 
-# Where pyspark (pip) and a Spark distribution ($SPARK_HOME, as on EMR) keep the sample.
+# Path of the sample below the pyspark package (pip) and below $SPARK_HOME (as on EMR).
 SAMPLE_RELATIVE_PATH = os.path.join("data", "mllib", "als", "sample_movielens_ratings.txt")
 BUILTIN_SAMPLE_SOURCE = "builtin-sample"
 

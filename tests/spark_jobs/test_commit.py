@@ -180,7 +180,7 @@ def report_counts(root: Path) -> dict:
     return {key: report[key] for key in ("rows_read", "rows_accepted", "rows_quarantined")}
 
 
-def test_killed_load_is_rejected_and_rerun_matches_clean_run(
+def test_killed_load_rejected_then_rerun(
     spark, ml_latest_small, tmp_path, monkeypatch, capsys
 ):
     killed_run, clean_run = tmp_path / "killed", tmp_path / "clean"
