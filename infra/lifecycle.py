@@ -3,10 +3,13 @@
 CloudFormation deletes resources in the reverse order of their dependencies and
 deletes unrelated resources in parallel. Two EMR behaviours break a plain stack:
 
-- The cluster writes logs to the log bucket until it has terminated. If the
-  bucket's auto-delete custom resource runs while the cluster is still shutting
-  down, new log objects arrive after the bucket was emptied and DeleteBucket
-  fails with BucketNotEmpty.
+- The cluster writes logs to the log bucket until it has terminated. Nothing in
+  the template orders the cluster against the custom resource that empties the
+  bucket, so both run at once. The emptying function of aws-cdk-lib 2.275 denies
+  s3:PutObject before it starts, so late log writes fail rather than leave objects
+  behind (which would make DeleteBucket fail with BucketNotEmpty), but the cluster
+  then shuts down with its log writes denied. Deleting the cluster first removes
+  the race instead of relying on that deny.
 - EMR adds rules to its managed security groups that name the other groups as
   sources. A referenced group cannot be deleted, so the groups and the VPC stay.
 
