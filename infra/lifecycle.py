@@ -132,7 +132,7 @@ class SecurityGroupCleanup(Construct):
             resource_type=CLEANUP_RESOURCE_TYPE,
             properties={"SecurityGroupIds": group_ids},
             # Fail the deletion after 10 minutes instead of CloudFormation's default hour
-            # when the function never answers.
+            # when the function sends no response.
             service_timeout=cdk.Duration.minutes(10),
         )
         # The function must keep its permissions until the Delete request has run.
