@@ -1,13 +1,13 @@
 """The rating model: global mean plus damped user and movie biases, with ALS on the residuals.
 
 A prediction is ``mean + user_bias + movie_bias + ALS(user, movie)``, clipped to the
-dataset's rating scale. Fitting the biases first leaves ALS only the interaction
-between user and movie, which it models better than the raw rating; clipping
-removes the predictions that fall outside the scale, which only add error.
+dataset's rating scale. The biases absorb how generous a user is and how well liked a
+movie is, so ALS only has to model the interaction between the two. A prediction outside
+the scale can only be further from the true rating than the nearest end, so it is clipped.
 
-The ranking model is ALS on implicit feedback (every rating is a positive signal).
-It ranks unseen movies far better than the rating model, while the rating model
-says how much a user would like each of them.
+The ranking model is ALS on implicit feedback, where every rating is a positive signal.
+It ranks unseen movies far better than the rating model, and the rating model then
+predicts how much a user would like each of them.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ DEFAULT_MOVIE_DAMPING = 10.0
 # ALS checkpoints its factor lineage every this many iterations, so 50 or more
 # iterations do not overflow the stack when the lineage is serialised. It needs
 # the session's checkpoint directory (spark_jobs.session sets one).
-CHECKPOINT_INTERVAL = 5
+CHECKPOINT_INTERVAL = 10
 
 # Maximum ALS blocks. Each block is one task per iteration, so more blocks than
 # cores only adds scheduling cost on small data.
@@ -70,7 +70,9 @@ class RatingScale:
 
     def __post_init__(self) -> None:
         if not self.minimum < self.maximum:
-            raise ValueError(f"rating scale minimum {self.minimum} must be below maximum {self.maximum}")
+            raise ValueError(
+                f"rating scale minimum {self.minimum} must be below maximum {self.maximum}"
+            )
 
     @classmethod
     def of(cls, ratings: DataFrame) -> RatingScale:
@@ -98,7 +100,7 @@ class Baseline:
     movie_bias: DataFrame
 
     def add_biases(self, pairs: DataFrame) -> DataFrame:
-        """Return ``pairs`` with user_bias and movie_bias, dropping rows of unknown users or movies."""
+        """Return ``pairs`` with user_bias and movie_bias; rows of unknown users or movies drop."""
         return pairs.join(self.user_bias, USER).join(self.movie_bias, MOVIE)
 
     def residuals(self, ratings: DataFrame) -> DataFrame:
@@ -299,4 +301,3 @@ def rmse_and_mae(predictions: DataFrame) -> tuple[float, float]:
     if row is None or row["rmse"] is None:
         raise ValueError("no predictions to evaluate")
     return float(row["rmse"]), float(row["mae"])
-

@@ -76,9 +76,7 @@ def ndcg_at_k(recommended: Sequence[Any], relevant: Collection[Any], k: int) -> 
     return dcg / ideal
 
 
-def average_precision_at_k(
-    recommended: Sequence[Any], relevant: Collection[Any], k: int
-) -> float:
+def average_precision_at_k(recommended: Sequence[Any], relevant: Collection[Any], k: int) -> float:
     """Return AP@k: precision at each hit within the first k, summed, over min(k, relevant)."""
     _check_k(k)
     if not relevant:
@@ -103,6 +101,9 @@ def user_metrics(recommended: Sequence[Any], relevant: Collection[Any], k: int) 
     }
 
 
+LIST = "list"
+
+
 def ranking_metrics(lists: DataFrame, relevant: DataFrame, k: int) -> dict[str, Any]:
     """Return mean precision, recall, NDCG and MAP at k over users, and the user count.
 
@@ -111,29 +112,41 @@ def ranking_metrics(lists: DataFrame, relevant: DataFrame, k: int) -> dict[str, 
     only one of the two are left out; ``users`` counts those evaluated. Raises
     ValueError when no user is in both.
     """
+    by_list = ranking_metrics_by_list(lists.withColumn(LIST, F.lit("")), relevant, k)
+    if "" not in by_list:
+        raise ValueError("no user has both a top-k list and held-out ratings")
+    return by_list[""]
+
+
+def ranking_metrics_by_list(lists: DataFrame, relevant: DataFrame, k: int) -> dict[str, Any]:
+    """Return ranking_metrics for each value of the ``list`` column of ``lists``, in one pass.
+
+    A list name is missing from the result when none of its users has held-out ratings.
+    """
     _check_k(k)
-    ordered = lists.groupBy(USER).agg(
+    ordered = lists.groupBy(LIST, USER).agg(
         F.sort_array(F.collect_list(F.struct(F.col(RANK), F.col(MOVIE)))).alias("ordered")
     )
     held_out = relevant.groupBy(USER).agg(F.collect_set(MOVIE).alias("relevant"))
     joined = ordered.join(held_out, USER).select(
-        F.col("ordered." + MOVIE).alias("recommended"), "relevant"
+        LIST, F.col("ordered." + MOVIE).alias("recommended"), "relevant"
     )
 
-    def score(row: Any) -> tuple[float, float, float, float, int]:
+    def score(row: Any) -> tuple[str, tuple[float, float, float, float, int]]:
         values = user_metrics(row["recommended"], row["relevant"], k)
-        return (values["precision"], values["recall"], values["ndcg"], values["map"], 1)
+        return row[LIST], (values["precision"], values["recall"], values["ndcg"], values["map"], 1)
 
     def add(left: tuple, right: tuple) -> tuple:
         return tuple(a + b for a, b in zip(left, right, strict=True))
 
-    totals = joined.rdd.map(score).fold((0.0, 0.0, 0.0, 0.0, 0), add)
-    users = totals[-1]
-    if users == 0:
-        raise ValueError("no user has both a top-k list and held-out ratings")
-    result: dict[str, Any] = {
-        f"{name}_at_{k}": value / users for name, value in zip(METRIC_NAMES, totals, strict=False)
-    }
-    result["k"] = k
-    result["users"] = users
-    return result
+    results: dict[str, Any] = {}
+    for name, totals in joined.rdd.map(score).reduceByKey(add).collect():
+        users = totals[-1]
+        result: dict[str, Any] = {
+            f"{metric}_at_{k}": value / users
+            for metric, value in zip(METRIC_NAMES, totals, strict=False)
+        }
+        result["k"] = k
+        result["users"] = users
+        results[name] = result
+    return results

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 from pyspark.sql.types import IntegerType
+from pyspark.sql.types import StringType
 from pyspark.sql.types import StructField
 from pyspark.sql.types import StructType
 
@@ -53,6 +55,8 @@ SCORE = "score"
 # USER_CHUNK x movies floats.
 USER_CHUNK = 256
 
+LIST = "list"
+
 LIST_SCHEMA = StructType(
     [
         StructField(USER, IntegerType(), nullable=False),
@@ -61,6 +65,9 @@ LIST_SCHEMA = StructType(
         StructField(PREDICTED_RATING, DoubleType(), nullable=False),
         StructField(SCORE, DoubleType(), nullable=False),
     ]
+)
+NAMED_LIST_SCHEMA = StructType(
+    [StructField(LIST, StringType(), nullable=False), *LIST_SCHEMA.fields]
 )
 
 
@@ -165,6 +172,35 @@ def _top_positions(scores: np.ndarray, count: int) -> np.ndarray:
     return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
+def _rated_positions(ids: np.ndarray, rated: Sequence[int] | None) -> np.ndarray:
+    """Return the positions in ``ids`` (sorted) of the rated movies that appear there."""
+    if not rated:
+        return np.empty(0, dtype=np.int64)
+    rated_ids = np.asarray(rated, dtype=np.int64)
+    positions = np.searchsorted(ids, rated_ids)
+    inside = positions < len(ids)
+    positions = positions[inside]
+    return positions[ids[positions] == rated_ids[inside]]
+
+
+def _one_list(
+    spec: ListSpec, predicted: np.ndarray, ranked: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the movie positions of one user's list, best first, and the scores it is ordered by.
+
+    Rated movies are already -inf in both score arrays.
+    """
+    if spec.strategy == RATING_ORDER:
+        top = _top_positions(predicted, k)
+        return top, predicted[top]
+    if spec.strategy == IMPLICIT_ORDER:
+        top = _top_positions(ranked, k)
+        return top, ranked[top]
+    pool = _top_positions(ranked, max(spec.candidates, k))
+    top = pool[np.lexsort((pool, -predicted[pool]))][:k]
+    return top, ranked[top]
+
+
 def _score_partition(
     rows: Iterable[Any],
     *,
@@ -173,58 +209,86 @@ def _score_partition(
     ranking_vectors: np.ndarray | None,
     global_mean: float,
     scale: tuple[float, float],
-    spec: ListSpec,
+    specs: Sequence[ListSpec],
     k: int,
-) -> Iterator[tuple[int, int, int, float, float]]:
+) -> Iterator[tuple[str, int, int, int, float, float]]:
     rows = list(rows)
     for start in range(0, len(rows), USER_CHUNK):
-        chunk = rows[start:start + USER_CHUNK]
+        chunk = rows[start : start + USER_CHUNK]
         user_matrix = np.array([row["rating_vector"] for row in chunk], dtype=np.float64)
         predicted = user_matrix @ rating_vectors.T + global_mean
         ranked = None
-        if spec.needs_ranking_model:
+        if ranking_vectors is not None:
+            width = ranking_vectors.shape[1]
             ranking_matrix = np.array(
-                [
-                    row["ranking_vector"]
-                    if row["ranking_vector"] is not None
-                    else np.zeros(ranking_vectors.shape[1])
-                    for row in chunk
-                ],
-                dtype=np.float64,
+                [row["ranking_vector"] or np.zeros(width) for row in chunk], dtype=np.float64
             )
             ranked = ranking_matrix @ ranking_vectors.T
         for index, row in enumerate(chunk):
-            exclude = np.empty(0, dtype=np.int64)
-            if row["rated"]:
-                rated_ids = np.asarray(row["rated"], dtype=np.int64)
-                positions = np.searchsorted(ids, rated_ids)
-                inside = positions < len(ids)
-                positions = positions[inside]
-                exclude = positions[ids[positions] == rated_ids[inside]]
-            user_predicted = predicted[index].copy()
+            exclude = _rated_positions(ids, row["rated"])
+            user_predicted = predicted[index]
             user_predicted[exclude] = -np.inf
-            if spec.strategy == RATING_ORDER:
-                top = _top_positions(user_predicted, k)
-                scores = user_predicted[top]
-            else:
-                user_ranked = ranked[index].copy()
+            user_ranked = None
+            if ranked is not None:
+                user_ranked = ranked[index]
                 user_ranked[exclude] = -np.inf
-                if spec.strategy == IMPLICIT_ORDER:
-                    top = _top_positions(user_ranked, k)
-                else:
-                    pool = _top_positions(user_ranked, max(spec.candidates, k))
-                    order = np.lexsort((pool, -user_predicted[pool]))
-                    top = pool[order][:k]
-                scores = user_ranked[top]
-            ratings = np.clip(user_predicted[top], scale[0], scale[1])
-            for position, movie_index in enumerate(top):
-                yield (
-                    int(row[USER]),
-                    position + 1,
-                    int(ids[movie_index]),
-                    float(ratings[position]),
-                    float(scores[position]),
-                )
+            for spec in specs:
+                top, scores = _one_list(spec, user_predicted, user_ranked, k)
+                ratings = np.clip(user_predicted[top], scale[0], scale[1])
+                for position, movie_index in enumerate(top):
+                    yield (
+                        spec.name,
+                        int(row[USER]),
+                        position + 1,
+                        int(ids[movie_index]),
+                        float(ratings[position]),
+                        float(scores[position]),
+                    )
+
+
+def top_k_lists(
+    rating_model: RatingModel,
+    ranking_model: ALSModel | None,
+    rated: DataFrame,
+    k: int,
+    specs: Sequence[ListSpec],
+    users: DataFrame | None = None,
+) -> DataFrame:
+    """Return the lists of several specs in one pass, named in a ``list`` column.
+
+    Columns are list, userId, rank, movieId, predicted_rating and score, as in top_k.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not specs:
+        raise ValueError("top_k_lists needs at least one list spec")
+    needs_ranking = any(spec.needs_ranking_model for spec in specs)
+    if needs_ranking and ranking_model is None:
+        raise ValueError("the implicit and reranked lists need the ranking model")
+    ranking_model = ranking_model if needs_ranking else None
+    spark = rated.sparkSession
+    ids, rating_vectors, ranking_vectors = _movie_matrices(rating_model, ranking_model)
+    broadcast = spark.sparkContext.broadcast((ids, rating_vectors, ranking_vectors))
+    global_mean = rating_model.baseline.global_mean
+    scale = (rating_model.scale.minimum, rating_model.scale.maximum)
+    user_rows = _user_rows(rating_model, ranking_model, rated, users)
+    specs = list(specs)
+
+    def score(rows: Iterable[Any]) -> Iterator[tuple[str, int, int, int, float, float]]:
+        movie_ids, movie_rating_vectors, movie_ranking_vectors = broadcast.value
+        return _score_partition(
+            rows,
+            ids=movie_ids,
+            rating_vectors=movie_rating_vectors,
+            ranking_vectors=movie_ranking_vectors,
+            global_mean=global_mean,
+            scale=scale,
+            specs=specs,
+            k=k,
+        )
+
+    lists = user_rows.rdd.mapPartitions(score)
+    return spark.createDataFrame(lists, NAMED_LIST_SCHEMA)
 
 
 def top_k(
@@ -237,40 +301,11 @@ def top_k(
 ) -> DataFrame:
     """Return (userId, rank, movieId, predicted_rating, score) lists of up to k movies per user.
 
-    ``rated`` holds the (userId, movieId) pairs to exclude; ``users`` limits the
-    lists to those users (default: every user the rating model knows). Rank 1 is
-    the best; ``predicted_rating`` is the rating model's clipped prediction and
-    ``score`` the value the list is ordered by. Movies the rating model never saw
-    are never listed.
+    ``rated`` contains the (userId, movieId) pairs to exclude; ``users`` limits the
+    lists to those users (default: every user the rating model was fitted on).
+    Rank 1 is the best; ``predicted_rating`` is the rating model's clipped
+    prediction and ``score`` the value the list is ordered by. Movies the rating
+    model was not fitted on are never listed.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if spec.needs_ranking_model and ranking_model is None:
-        raise ValueError(f"the {spec.name} list needs the ranking model")
-    spark = rated.sparkSession
-    ids, rating_vectors, ranking_vectors = _movie_matrices(
-        rating_model, ranking_model if spec.needs_ranking_model else None
-    )
-    context = spark.sparkContext
-    broadcast = context.broadcast((ids, rating_vectors, ranking_vectors))
-    global_mean = rating_model.baseline.global_mean
-    scale = (rating_model.scale.minimum, rating_model.scale.maximum)
-    user_rows = _user_rows(
-        rating_model, ranking_model if spec.needs_ranking_model else None, rated, users
-    )
-
-    def score(rows: Iterable[Any]) -> Iterator[tuple[int, int, int, float, float]]:
-        movie_ids, movie_rating_vectors, movie_ranking_vectors = broadcast.value
-        return _score_partition(
-            rows,
-            ids=movie_ids,
-            rating_vectors=movie_rating_vectors,
-            ranking_vectors=movie_ranking_vectors,
-            global_mean=global_mean,
-            scale=scale,
-            spec=spec,
-            k=k,
-        )
-
-    lists = user_rows.rdd.mapPartitions(score)
-    return spark.createDataFrame(lists, LIST_SCHEMA)
+    lists = top_k_lists(rating_model, ranking_model, rated, k, [spec], users)
+    return lists.drop(LIST)

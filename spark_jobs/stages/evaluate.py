@@ -21,7 +21,7 @@ from spark_jobs.layout import join_uri
 from spark_jobs.model import RatingModel
 from spark_jobs.model import load_ranking_model
 from spark_jobs.ranking import PROTOCOL
-from spark_jobs.ranking import ranking_metrics
+from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.schema import USER
 from spark_jobs.stages.train import MODEL_CHOICE
 from spark_jobs.stages.train import RANKING_MODEL
@@ -29,7 +29,7 @@ from spark_jobs.stages.train import RATING_MODEL
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import ListSpec
-from spark_jobs.topk import top_k
+from spark_jobs.topk import top_k_lists
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,13 @@ def run(context: StageContext) -> dict[str, Any]:
     test = spark.read.parquet(layout.split_test).cache()
     users = test.select(USER).distinct()
 
+    specs = lists_to_compare(default)
+    lists = top_k_lists(rating_model, ranking_model, train, k, specs, users=users)
+    by_list = ranking_metrics_by_list(lists, test, k)
     results = {}
-    for spec in lists_to_compare(default):
-        lists = top_k(rating_model, ranking_model, train, k, spec, users=users)
+    for spec in specs:
         results[spec.name] = {
-            **ranking_metrics(lists, test, k),
+            **by_list[spec.name],
             "list": spec.to_dict(),
             "description": LIST_DESCRIPTIONS[spec.strategy],
         }

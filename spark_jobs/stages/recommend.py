@@ -63,9 +63,12 @@ def rated_pairs(ratings: DataFrame, train: DataFrame, test: DataFrame) -> DataFr
     from the loaded ratings.
     """
     columns = [USER, MOVIE]
-    return ratings.select(*columns).unionByName(train.select(*columns)).unionByName(
-        test.select(*columns)
-    ).distinct()
+    return (
+        ratings.select(*columns)
+        .unionByName(train.select(*columns))
+        .unionByName(test.select(*columns))
+        .distinct()
+    )
 
 
 def with_titles(lists: DataFrame, movies: DataFrame) -> DataFrame:

@@ -132,9 +132,7 @@ def read_split_file(
     decoded = formats.decode_lines(formats.read_lines(spark, uri, name), text_file)
     parsed = formats.parse_ratings(decoded, text_file, scale)
     parsed = formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
-    parsed = parsed.filter(
-        F.col(REASON).isNull() | (F.col(REASON) != formats.HEADER_LINE)
-    ).cache()
+    parsed = parsed.filter(F.col(REASON).isNull() | (F.col(REASON) != formats.HEADER_LINE)).cache()
     reasons = {
         row[REASON]: int(row["count"])
         for row in parsed.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()
@@ -180,7 +178,9 @@ def run(context: StageContext) -> dict[str, Any]:
         ratings = spark.read.parquet(layout.ratings)
         train, test = random_split(ratings, params.test_fraction, params.seed)
 
-    with StageCommit(spark, layout, "split", inputs={"load": load}, parameters=parameters) as commit:
+    with StageCommit(
+        spark, layout, "split", inputs={"load": load}, parameters=parameters
+    ) as commit:
         train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
         staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))

@@ -41,7 +41,9 @@ MODEL_CHOICE = "model/choice.json"
 DEFAULT_LIST = ListSpec(RERANKED, 20)
 
 
-def chosen_settings(context: StageContext) -> tuple[dict[str, Any], dict[str, Any], Manifest | None]:
+def chosen_settings(
+    context: StageContext,
+) -> tuple[dict[str, Any], dict[str, Any], Manifest | None]:
     """Return (ALS parameters, list spec dict, tune manifest or None).
 
     An option given on the command line wins over tune's choice, which wins over the

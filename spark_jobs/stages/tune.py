@@ -37,14 +37,14 @@ from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
 from spark_jobs.model import rmse_and_mae
 from spark_jobs.params import Parameters
-from spark_jobs.ranking import ranking_metrics
+from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.stages.split import random_split
 from spark_jobs.stages.split import rating_scale
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import RERANKED
 from spark_jobs.topk import ListSpec
-from spark_jobs.topk import top_k
+from spark_jobs.topk import top_k_lists
 
 logger = logging.getLogger(__name__)
 
@@ -191,13 +191,18 @@ def choose_list(
     specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER)]
     specs += [ListSpec(RERANKED, multiple * k) for multiple in CANDIDATE_MULTIPLES]
     users = validation.select("userId").distinct()
+    lists = top_k_lists(rating_model, ranking_model, fit, k, specs, users=users)
+    by_list = ranking_metrics_by_list(lists, validation, k)
     measured = []
     for spec in specs:
-        lists = top_k(rating_model, ranking_model, fit, k, spec, users=users)
-        metrics = ranking_metrics(lists, validation, k)
+        metrics = by_list[spec.name]
         measured.append({**spec.to_dict(), **metrics})
-        logger.info("tune: %s list -> validation precision@%d %.4f", spec.name, k,
-                    metrics[f"precision_at_{k}"])
+        logger.info(
+            "tune: %s list -> validation precision@%d %.4f",
+            spec.name,
+            k,
+            metrics[f"precision_at_{k}"],
+        )
     eligible = [entry for entry in measured if entry["strategy"] != IMPLICIT_ORDER]
     best = max(eligible, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
     return ListSpec(best["strategy"], best["candidates"]), measured
@@ -290,11 +295,23 @@ def run(context: StageContext) -> dict[str, Any]:
     parameters = {
         name: value
         for name, value in params.to_dict().items()
-        if name in {"seed", "validation_fraction", "study_max_iter", "rank_grid", "reg_grid",
-                    "top_k", "implicit_rank", "implicit_reg_param", "implicit_max_iter",
-                    "implicit_alpha"}
+        if name
+        in {
+            "seed",
+            "validation_fraction",
+            "study_max_iter",
+            "rank_grid",
+            "reg_grid",
+            "top_k",
+            "implicit_rank",
+            "implicit_reg_param",
+            "implicit_max_iter",
+            "implicit_alpha",
+        }
     }
-    with StageCommit(spark, layout, "tune", inputs={"split": split}, parameters=parameters) as commit:
+    with StageCommit(
+        spark, layout, "tune", inputs={"split": split}, parameters=parameters
+    ) as commit:
         fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
         fs.write_text(spark, commit.staging_path(TUNING_CSV), results_csv(grid, study))
         fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_study(study))

@@ -1,0 +1,82 @@
+"""The whole pipeline on ml-latest-small, run once and checked like a user would."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from spark_jobs import fs
+from spark_jobs.steps import STAGES
+from tests.spark_jobs.stage_inputs import pipeline_run
+
+pytestmark = pytest.mark.spark
+
+TOP_K = 20
+# The issue's band for test RMSE of the default pipeline on the 80/20 seed-42 split.
+RMSE_LOW = 0.80
+RMSE_HIGH = 0.90
+
+
+@pytest.fixture(scope="module")
+def finished(spark, tmp_path_factory, ml_latest_small):
+    layout, status = pipeline_run(spark, tmp_path_factory, ml_latest_small)
+    assert status == 0
+    return layout
+
+
+@pytest.fixture(scope="module")
+def recommendations(spark, finished):
+    return spark.read.parquet(finished.recommendations).cache()
+
+
+def test_every_stage_committed(spark, finished):
+    for stage in STAGES:
+        assert fs.exists(spark, finished.manifest(stage)), stage
+
+
+def test_test_rmse_in_band(spark, finished):
+    metrics = fs.read_json(spark, finished.metrics)
+    assert RMSE_LOW <= metrics["rmse"] <= RMSE_HIGH
+    assert metrics["n_test_scored"] > 0
+    assert metrics["dataset"] == "ml-latest-small"
+
+
+def test_metrics_report_ranking(spark, finished):
+    ranking = fs.read_json(spark, finished.metrics)["ranking"]
+    assert ranking["k"] == TOP_K
+    assert ranking["default_list"] in ranking["lists"]
+
+
+def test_every_user_gets_twenty_distinct(spark, finished, recommendations):
+    users = spark.read.parquet(finished.ratings).select("userId").distinct().count()
+    per_user = recommendations.groupBy("userId").agg(
+        F.countDistinct("movieId").alias("movies"), F.count(F.lit(1)).alias("rows")
+    )
+    short = per_user.filter((F.col("movies") != TOP_K) | (F.col("rows") != TOP_K)).count()
+    assert per_user.count() == users
+    assert short == 0
+
+
+def test_no_rated_movie_recommended(spark, finished, recommendations):
+    ratings = spark.read.parquet(finished.ratings)
+    overlap = recommendations.join(ratings, ["userId", "movieId"]).count()
+    assert overlap == 0
+
+
+def test_all_titles_known(recommendations):
+    assert recommendations.filter(F.col("title").isNull()).count() == 0
+
+
+def test_lists_descend_by_predicted_rating(recommendations):
+    previous = F.lag("predicted_rating").over(Window.partitionBy("userId").orderBy("rank"))
+    rises = recommendations.withColumn("previous", previous).filter(
+        F.col("previous") < F.col("predicted_rating")
+    )
+    assert rises.count() == 0
+
+
+def test_tuning_outputs_written(spark, finished):
+    results = fs.read_json(spark, finished.tuning_results)
+    assert len(results["iterations"]) >= 20
+    assert fs.exists(spark, finished.tuning_plot)

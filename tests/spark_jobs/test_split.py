@@ -1,0 +1,128 @@
+"""Split stage: deterministic, disjoint hash split; cold-start counts; existing split files."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from spark_jobs import fs
+from spark_jobs.errors import InputDataError
+from spark_jobs.stages import split
+from tests.spark_jobs.stage_inputs import context_for
+from tests.spark_jobs.stage_inputs import synthetic_ratings
+from tests.spark_jobs.stage_inputs import write_loaded_run
+
+pytestmark = pytest.mark.spark
+
+SEED = 42
+TEST_FRACTION = 0.2
+# 2,000 rows: the test share of a fair hash split lies within 0.2 +- 0.04 with
+# probability above 99.9% (binomial standard deviation 0.009).
+FRACTION_TOLERANCE = 0.04
+
+
+def _pairs(frame):
+    return {(row["userId"], row["movieId"]) for row in frame.select("userId", "movieId").collect()}
+
+
+@pytest.fixture(scope="module")
+def ratings(spark):
+    rows = [
+        (user, movie, float(1 + (user + movie) % 5), 0) for user in range(40) for movie in range(50)
+    ]
+    return spark.createDataFrame(rows, "userId int, movieId int, rating float, timestamp long")
+
+
+def test_random_split_is_disjoint_and_complete(ratings):
+    train, test = split.random_split(ratings, TEST_FRACTION, SEED)
+    train_pairs, test_pairs = _pairs(train), _pairs(test)
+    assert not train_pairs & test_pairs
+    assert train_pairs | test_pairs == _pairs(ratings)
+
+
+def test_random_split_test_share_near_fraction(ratings):
+    _, test = split.random_split(ratings, TEST_FRACTION, SEED)
+    share = test.count() / ratings.count()
+    assert abs(share - TEST_FRACTION) < FRACTION_TOLERANCE
+
+
+def test_random_split_survives_repartitioning(ratings):
+    _, first = split.random_split(ratings, TEST_FRACTION, SEED)
+    shuffled = ratings.repartition(7).orderBy(F.rand(3))
+    _, second = split.random_split(shuffled, TEST_FRACTION, SEED)
+    assert _pairs(first) == _pairs(second)
+
+
+def test_random_split_depends_on_seed(ratings):
+    _, first = split.random_split(ratings, TEST_FRACTION, SEED)
+    _, second = split.random_split(ratings, TEST_FRACTION, SEED + 1)
+    assert _pairs(first) != _pairs(second)
+
+
+def test_per_user_split_holds_out_each_user(ratings):
+    train, test = split.per_user_split(ratings, 0.25, SEED)
+    train_counts = {
+        row["userId"]: row["count"] for row in train.groupBy("userId").count().collect()
+    }
+    test_counts = {row["userId"]: row["count"] for row in test.groupBy("userId").count().collect()}
+    assert not _pairs(train) & _pairs(test)
+    for user in range(40):
+        assert train_counts[user] == round(50 * 0.75)
+        assert test_counts[user] == 50 - round(50 * 0.75)
+
+
+def test_cold_start_counts_unseen_users_and_movies(spark):
+    schema = "userId int, movieId int, rating float, timestamp long"
+    train = spark.createDataFrame([(1, 10, 4.0, 0), (2, 20, 3.0, 0)], schema)
+    test = spark.createDataFrame(
+        [(1, 20, 4.0, 0), (3, 10, 2.0, 0), (1, 30, 5.0, 0), (4, 40, 1.0, 0)], schema
+    )
+    counts = split.cold_start_counts(train, test)
+    assert counts["test_rows_unseen_user"] == 2
+    assert counts["test_rows_unseen_movie"] == 2
+    assert counts["test_rows_cold_start"] == 3
+
+
+def test_ratings_text_file_detects_separator():
+    assert split.ratings_text_file("1\t2\t3\t4").separator == "\t"
+    assert split.ratings_text_file("1::2::3::4").separator == "::"
+    assert split.ratings_text_file("userId,movieId,rating,timestamp").separator == ","
+
+
+def test_run_writes_reproducible_split(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    first = split.run(context_for(spark, layout))
+    first_test = _pairs(spark.read.parquet(layout.split_test))
+    second = split.run(context_for(spark, layout))
+    second_test = _pairs(spark.read.parquet(layout.split_test))
+    report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
+    assert first == second
+    assert first_test == second_test
+    assert first["n_train"] + first["n_test"] == len(synthetic_ratings())
+    assert report["n_test"] == first["n_test"]
+    assert "test_rows_cold_start" in report
+
+
+def test_run_reads_existing_split_files(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    train_file = tmp_path / "u1.base"
+    test_file = tmp_path / "u1.test"
+    train_file.write_text("1\t1\t5\t881250949\n1\t2\t3\t881250949\n2\t1\t4\t881250949\n")
+    # One valid row, one rating off the 1-5 scale, one duplicate and one bad id.
+    test_file.write_text("2\t2\t2\t881250949\n2\t3\t9\t881250949\n2\t2\t1\t1\nx\t1\t4\t1\n")
+    summary = split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
+    assert summary["n_train"] == 3
+    assert summary["n_test"] == 1
+    assert report["test_file"]["rows_read"] == 4
+    assert report["test_file"]["rows_accepted"] == 1
+    assert report["test_file"]["rating_out_of_range"] == 1
+    assert report["test_file"]["duplicate_rating"] == 1
+    assert report["test_file"]["invalid_id"] == 1
+
+
+def test_run_missing_split_file_names_it(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    missing = str(tmp_path / "absent.test")
+    with pytest.raises(InputDataError, match="absent.test"):
+        split.run(context_for(spark, layout, train=missing, test=missing))

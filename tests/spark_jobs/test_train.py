@@ -1,0 +1,72 @@
+"""Train stage: final model, test metrics with cold start counted, parameter precedence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spark_jobs import fs
+from spark_jobs import layout as paths
+from spark_jobs.commit import StageCommit
+from spark_jobs.commit import read_manifest
+from spark_jobs.errors import InputDataError
+from spark_jobs.stages import split
+from spark_jobs.stages import train
+from tests.spark_jobs.stage_inputs import SMALL_MODEL
+from tests.spark_jobs.stage_inputs import context_for
+from tests.spark_jobs.stage_inputs import synthetic_ratings
+from tests.spark_jobs.stage_inputs import trained_run
+from tests.spark_jobs.stage_inputs import write_loaded_run
+
+pytestmark = pytest.mark.spark
+
+TUNED = {"rank": 2, "regParam": 0.2, "maxIter": 4, "list": {"strategy": "rating", "candidates": 0}}
+
+
+def test_metrics_json_has_contract_fields(spark, tmp_path_factory):
+    layout = trained_run(spark, tmp_path_factory)
+    metrics = fs.read_json(spark, layout.metrics)
+    for key in ("rmse", "mae", "n_train", "n_test", "n_test_scored", "params", "dataset"):
+        assert key in metrics
+    assert metrics["params"] == {"rank": 3, "regParam": 0.1, "maxIter": 5}
+    assert metrics["dataset"] == "handmade"
+    assert not math.isnan(metrics["rmse"])
+    assert metrics["n_test_scored"] + metrics["n_test_cold_start_dropped"] == metrics["n_test"]
+
+
+def test_model_directory_holds_both_models(spark, tmp_path_factory):
+    layout = trained_run(spark, tmp_path_factory)
+    assert fs.exists(spark, layout.path(train.RATING_MODEL))
+    assert fs.exists(spark, layout.path(train.RANKING_MODEL))
+    assert fs.read_json(spark, layout.path(train.MODEL_CHOICE))["default_list"]["strategy"]
+
+
+def _commit_fake_tune(spark, layout):
+    split_manifest = read_manifest(spark, layout, "split")
+    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
+        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": TUNED})
+
+
+def test_tuned_parameters_used_unless_given(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_fake_tune(spark, layout)
+    tuned = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
+    overridden = train.run(context_for(spark, layout, explicit={"rank": 5, "implicit_max_iter": 2}))
+    choice = fs.read_json(spark, layout.path(train.MODEL_CHOICE))
+    assert tuned["params"] == {"rank": 2, "regParam": 0.2, "maxIter": 4}
+    assert overridden["params"] == {"rank": 5, "regParam": 0.2, "maxIter": 4}
+    assert choice["default_list"]["strategy"] == "rating"
+
+
+def test_no_scorable_test_rows_stops(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    train_file = tmp_path / "train.tsv"
+    test_file = tmp_path / "test.tsv"
+    train_file.write_text("1\t1\t5\t1\n1\t2\t3\t1\n2\t1\t4\t1\n")
+    test_file.write_text("3\t1\t5\t1\n1\t9\t2\t1\n")  # unseen user 3, unseen movie 9
+    summary = split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    assert summary["test_rows_cold_start"] == 2
+    with pytest.raises(InputDataError, match="cannot be scored"):
+        train.run(context_for(spark, layout, explicit=SMALL_MODEL))

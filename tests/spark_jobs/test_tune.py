@@ -1,0 +1,93 @@
+"""Tune stage: grid and iteration study on validation data carved from training only."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from spark_jobs import fs
+from spark_jobs.stages import split
+from spark_jobs.stages import tune
+from tests.spark_jobs.stage_inputs import context_for
+from tests.spark_jobs.stage_inputs import synthetic_ratings
+from tests.spark_jobs.stage_inputs import write_loaded_run
+
+pytestmark = pytest.mark.spark
+
+SMALL_TUNE = {
+    "rank_grid": (2, 4),
+    "reg_grid": (0.05, 0.3),
+    "study_max_iter": 3,
+    "top_k": 5,
+    "implicit_rank": 3,
+    "implicit_max_iter": 3,
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tuned(spark, tmp_path_factory):
+    """A run tuned after its test split was deleted, so reading it would fail."""
+    layout = write_loaded_run(spark, tmp_path_factory.mktemp("tune") / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    fs.delete(spark, layout.split_test)
+    summary = tune.run(context_for(spark, layout, explicit=SMALL_TUNE))
+    results = fs.read_json(spark, layout.tuning_results)
+    return layout, summary, results
+
+
+def test_tune_runs_without_test_split(spark, tuned):
+    layout, summary, _ = tuned
+    assert not fs.exists(spark, layout.split_test)
+    assert summary["chosen"]["rank"] in SMALL_TUNE["rank_grid"]
+
+
+def test_grid_covers_every_point(tuned):
+    _, _, results = tuned
+    points = {(row["rank"], row["regParam"]) for row in results["grid"]}
+    assert points == {(2, 0.05), (2, 0.3), (4, 0.05), (4, 0.3)}
+
+
+def test_chosen_point_has_lowest_rmse(tuned):
+    _, _, results = tuned
+    best = min(results["grid"], key=lambda row: row["rmse"])
+    best_study = min(results["iterations"], key=lambda row: row["rmse"])
+    assert results["chosen"]["rank"] == best["rank"]
+    assert results["chosen"]["regParam"] == best["regParam"]
+    assert results["chosen"]["maxIter"] == best_study["maxIter"]
+
+
+def test_study_spans_one_to_max_iterations(tuned):
+    _, _, results = tuned
+    assert [row["maxIter"] for row in results["iterations"]] == [1, 2, 3]
+
+
+def test_default_list_is_in_rating_order(tuned):
+    _, _, results = tuned
+    names = {entry["name"] for entry in results["lists"]}
+    assert {"rating", "implicit"} <= names
+    assert results["chosen"]["list"]["strategy"] in {"rating", "reranked"}
+
+
+def test_csv_and_plot_are_written(spark, tuned):
+    layout, _, results = tuned
+    rows = list(csv.DictReader(io.StringIO(fs.read_text(spark, layout.path(tune.TUNING_CSV)))))
+    plot = fs.read_bytes(spark, layout.tuning_plot)
+    assert len(rows) == len(results["grid"]) + len(results["iterations"])
+    assert {row["kind"] for row in rows} == {"grid", "iterations"}
+    assert plot.startswith(PNG_SIGNATURE)
+
+
+def test_validation_split_is_inside_training(spark):
+    schema = "userId int, movieId int, rating float, timestamp long"
+    train = spark.createDataFrame(synthetic_ratings(), schema)
+    fit, validation = tune.validation_split(train, context_for(spark, None).params)
+    fit_pairs = {(row[0], row[1]) for row in fit.select("userId", "movieId").collect()}
+    validation_pairs = {
+        (row[0], row[1]) for row in validation.select("userId", "movieId").collect()
+    }
+    assert validation_pairs
+    assert not fit_pairs & validation_pairs
+    assert len(fit_pairs) + len(validation_pairs) == train.count()
