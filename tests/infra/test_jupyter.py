@@ -307,10 +307,15 @@ def test_rendered_notebook_injects_parameters_after_parameters_cell():
     assert f"artifact = {ARTIFACT_ZIP!r}" in injected
 
 
-def test_rendered_notebook_is_valid_and_opens_in_pyspark_kernel():
+def test_rendered_notebook_is_valid_nbformat():
     notebook = nbformat.read(jupyter.COURSE_NOTEBOOK, as_version=4)
     rendered = render_notebook(notebook, {"output": "x"}, kernelspec=EMR_PYSPARK_KERNEL)
     nbformat.validate(nbformat.from_dict(rendered))
+
+
+def test_rendered_notebook_opens_in_pyspark_kernel():
+    notebook = nbformat.read(jupyter.COURSE_NOTEBOOK, as_version=4)
+    rendered = render_notebook(notebook, {"output": "x"}, kernelspec=EMR_PYSPARK_KERNEL)
     assert rendered["metadata"]["kernelspec"]["name"] == "pysparkkernel"
 
 

@@ -88,6 +88,8 @@ read_secret() {
         --query SecretString --output text
 }
 
+# NOTE: the token command and the POST to /hub/api/users follow EMR's documented
+# procedure for PAM users, but have been run only against the fakes in the tests.
 hub_token() {
     # The hub's own command issues an API token for its admin user. It needs no
     # password, so it works after the default user is locked.
@@ -108,6 +110,35 @@ register_with_hub() {
     esac
 }
 
+create_user() {
+    local region=$1 token=$2 pair=$3
+    local user=${pair%%=*}
+    local secret_arn=${pair#*=}
+    if [ "$user" = "$pair" ] || [ -z "$secret_arn" ]; then
+        fail "invalid argument '$pair'; expected USER=SECRET_ARN"
+    fi
+    if ! [[ "$user" =~ $USER_NAME_PATTERN ]]; then
+        fail "invalid user name '$user'; expected at most 32 lower-case letters," \
+            "digits, '_' or '-'"
+    fi
+    if [ "$user" = "$DEFAULT_USER" ]; then
+        fail "invalid user name '$user': it is the built-in account that lock-default locks"
+    fi
+
+    local password
+    if ! password=$(read_secret "$region" "$secret_arn") || [ -z "$password" ]; then
+        fail "could not read the password of $user from $secret_arn"
+    fi
+    if user_exists "$user"; then
+        log "user $user exists; setting its password"
+    else
+        in_container useradd --create-home --shell /bin/bash --no-user-group "$user"
+        log "created user $user"
+    fi
+    set_password "$user" "$password"
+    register_with_hub "$user" "$token"
+}
+
 create_users() {
     if [ "$#" -lt 2 ]; then
         fail "usage: $0 create-users REGION USER=SECRET_ARN [USER=SECRET_ARN ...]"
@@ -115,36 +146,15 @@ create_users() {
     local region=$1
     shift
     wait_for_container
+
     local token
     token=$(hub_token)
     if [ -z "$token" ]; then
         fail "could not get an API token from the hub (jupyterhub token $DEFAULT_USER)"
     fi
-    local pair user secret_arn password
+    local pair
     for pair in "$@"; do
-        user=${pair%%=*}
-        secret_arn=${pair#*=}
-        if [ "$user" = "$pair" ] || [ -z "$secret_arn" ]; then
-            fail "invalid argument '$pair'; expected USER=SECRET_ARN"
-        fi
-        if ! [[ "$user" =~ $USER_NAME_PATTERN ]]; then
-            fail "invalid user name '$user'; expected at most 32 lower-case letters," \
-                "digits, '_' or '-'"
-        fi
-        if [ "$user" = "$DEFAULT_USER" ]; then
-            fail "invalid user name '$user': it is the built-in account that lock-default locks"
-        fi
-        if ! password=$(read_secret "$region" "$secret_arn") || [ -z "$password" ]; then
-            fail "could not read the password of $user from $secret_arn"
-        fi
-        if user_exists "$user"; then
-            log "user $user exists; setting its password"
-        else
-            in_container useradd --create-home --shell /bin/bash --no-user-group "$user"
-            log "created user $user"
-        fi
-        set_password "$user" "$password"
-        register_with_hub "$user" "$token"
+        create_user "$region" "$token" "$pair"
     done
 }
 
