@@ -17,8 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.synthetic import ML25M_MOVIES
+from bench.synthetic import ML25M_RATINGS
+from bench.synthetic import ML25M_USERS
+
 # Assumed list prices in us-east-1 (USD per instance-hour): the EC2 On-Demand
-# price and the EMR fee added on top. Spot prices float; SPOT_SHARE is an
+# price and the EMR fee added on top. Spot prices float, so SPOT_SHARE is an
 # assumed typical Spot price as a share of On-Demand. The EMR fee is the same
 # on Spot as on On-Demand.
 PRICES = {
@@ -64,33 +68,55 @@ def estimate(row: Row) -> dict[str, float]:
     primary_ec2, primary_fee = PRICES[row.primary_type]
     core_ec2, core_fee = PRICES[row.core_type]
     on_demand = hours * (primary_ec2 + primary_fee + row.core_count * (core_ec2 + core_fee))
-    spot = hours * (
-        primary_ec2 + primary_fee + row.core_count * (core_ec2 * SPOT_SHARE + core_fee)
-    )
+    spot = hours * (primary_ec2 + primary_fee + row.core_count * (core_ec2 * SPOT_SHARE + core_fee))
     return {"minutes": seconds / 60, "on_demand_usd": on_demand, "spot_usd": spot}
+
+
+def scaled_cpu_seconds(scale: dict, ratings_factor: float, pairs_factor: float) -> float:
+    """Return the scale run's CPU seconds grown to a larger data set.
+
+    The recommend stage scores every user against every movie, so its share of
+    the work grows with users x movies (``pairs_factor``). Every other stage
+    grows with the ratings (``ratings_factor``).
+    """
+    stages = scale["pipeline"]["stage_seconds"]
+    recommend_share = stages.get("recommend", 0.0) / max(sum(stages.values()), 1e-9)
+    cpu = scale["pipeline"]["cpu_seconds"]
+    return cpu * (recommend_share * pairs_factor + (1 - recommend_share) * ratings_factor)
 
 
 def rows_from_results(small: dict, scale: dict) -> list[Row]:
     """Return the table rows from the small and scale benchmark results.
 
-    The 10x catalogue (ten times the users, movies and ratings of the scale run)
-    is extrapolated, not measured: ALS work grows with the ratings (10x) and
-    scoring every user against every movie with users x movies (100x).
+    ml-25m is the scale run itself when that ran at 25M ratings, and is
+    extrapolated from it otherwise. The 10x catalogue (ten times the users,
+    movies and ratings of ml-25m) is always extrapolated: ratings x10 and
+    user-movie pairs x100.
     """
-    small_cpu = small["pipeline"]["cpu_seconds"]
-    scale_cpu = scale["pipeline"]["cpu_seconds"]
-    stages = scale["pipeline"]["stage_seconds"]
-    recommend_share = stages.get("recommend", 0.0) / max(sum(stages.values()), 1e-9)
-    large_cpu = scale_cpu * (recommend_share * 100 + (1 - recommend_share) * 10)
+    generated = scale["generated"]
+    ratings_factor = ML25M_RATINGS / generated["ratings"]
+    pairs_factor = ML25M_USERS * ML25M_MOVIES / (generated["users"] * generated["movies_rated"])
+    ml25m_cpu = scaled_cpu_seconds(scale, ratings_factor, pairs_factor)
+    large_cpu = scaled_cpu_seconds(scale, ratings_factor * 10, pairs_factor * 100)
+    if ratings_factor == 1:
+        ml25m_note = "measured on synthetic 25M"
+    else:
+        ml25m_note = f"extrapolated from synthetic {generated['ratings']:,}"
     return [
-        Row("ml-latest-small (0.1M ratings)", small_cpu, "measured, with tuning", "m5.xlarge", 1),
-        Row("ml-25m (25M ratings)", scale_cpu, "measured on synthetic 25M", "r5.2xlarge", 4),
+        Row(
+            "ml-latest-small (0.1M ratings)",
+            small["pipeline"]["cpu_seconds"],
+            "measured, with tuning",
+            "m5.xlarge",
+            1,
+        ),
+        Row("ml-25m (25M ratings)", ml25m_cpu, ml25m_note, "r5.2xlarge", 4),
         Row(
             "10x catalogue (250M ratings)",
             large_cpu,
-            f"extrapolated: recommend x100, rest x10 ({recommend_share:.0%} was recommend)",
+            "extrapolated",
             "r5.4xlarge",
-            max(4, math.ceil(large_cpu / (16 * PARALLEL_EFFICIENCY * 3600))),
+            max(4, math.ceil(large_cpu / (VCPUS["r5.4xlarge"] * PARALLEL_EFFICIENCY * 3600))),
         ),
     ]
 

@@ -182,6 +182,9 @@ def scale_suite(work: Path, ratings: int, reference_iterations: int) -> dict[str
     top_k = reference.numpy_top_k(matrix, params.DEFAULT_RANK, params.DEFAULT_TOP_K)
 
     als_ratio = _ratio(als.get("seconds_per_iteration"), implicit["seconds_per_iteration"])
+    als_cpu_ratio = _ratio(
+        als.get("cpu_seconds_per_iteration"), implicit["cpu_seconds_per_iteration"]
+    )
     recommend_seconds = ours["stage_seconds"].get("recommend")
     top_k_ratio = _ratio(recommend_seconds, top_k["seconds"])
     return {
@@ -194,6 +197,7 @@ def scale_suite(work: Path, ratings: int, reference_iterations: int) -> dict[str
         "implicit": implicit,
         "numpy_top_k": top_k,
         "als_seconds_per_iteration_ratio": als_ratio,
+        "als_cpu_seconds_per_iteration_ratio": als_cpu_ratio,
         "recommend_to_numpy_top_k_ratio": top_k_ratio,
         "targets": {
             "peak_rss_mib_within": SCALE_MEMORY_TARGET_MIB,
