@@ -179,8 +179,8 @@ class EmrCluster(Construct):
             managed_scaling_policy=_managed_scaling(managed_scaling_limits),
         )
         Tags.of(self.cfn_cluster).add(EMR_MANAGED_TAG_KEY, EMR_MANAGED_TAG_VALUE)
-        # EMR checks the roles' policies and the routes to S3 and to its endpoint
-        # while it provisions; without these the cluster can start before them.
+        # EMR needs the roles' policies and the routes to S3 and to its endpoint
+        # while it provisions, and without these dependencies it could start first.
         self.cfn_cluster.node.add_dependency(roles)
         self.cfn_cluster.node.add_dependency(network)
         self.cfn_cluster.node.add_dependency(self.local_disk_key)
@@ -293,8 +293,8 @@ class EmrCluster(Construct):
                 "EnableAtRestEncryption at the document's top level and misses it.",
             )
         )
-        # TODO: in-transit encryption needs a PEM certificate bundle in S3; a custom
-        # resource that issues one (or a private CA) would let this finding go.
+        # TODO: in-transit encryption needs a PEM certificate bundle in S3. A custom
+        # resource that issues one, or a private CA, would let this finding go.
         validations.acknowledge(
             Acknowledgment(
                 id="AwsSolutions-EMR5",

@@ -2,7 +2,7 @@
 
 Both are created by the stack, so ``aws emr create-default-roles`` is never needed.
 Custom automatic scaling policies on instance groups would need a third role
-(EMR_AutoScaling_DefaultRole); the cluster uses EMR managed scaling instead,
+(EMR_AutoScaling_DefaultRole). The cluster uses EMR managed scaling instead,
 which runs under the service role.
 """
 
@@ -36,7 +36,7 @@ class ClusterRoles(Construct):
     resources tagged ``for-use-with-amazon-emr-managed-policies=true``, plus
     ``iam:PassRole`` on the instance role alone. The instance role may read and
     write the data bucket, read ``artifacts_prefix`` in the artifacts bucket, and
-    write ``log_prefix`` in the logs bucket; nothing else in S3. Other constructs
+    write ``log_prefix`` in the logs bucket. It has no other S3 access. Other constructs
     extend it through ``instance_role`` (for example to read a secret).
     """
 
@@ -123,12 +123,12 @@ class ClusterRoles(Construct):
         )
 
     def _acknowledge_object_wildcards(self, grants: list[tuple[s3.IBucket, str, str]]) -> None:
-        for bucket, key_pattern, why in grants:
+        for bucket, key_pattern, reason in grants:
             logical_id = Stack.of(bucket).get_logical_id(bucket.node.default_child)
             Validations.of(self.instance_role).acknowledge(
                 Acknowledgment(
                     id=f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{key_pattern}]",
                     reason=f"Object keys under {key_pattern} in this stack's own bucket, "
-                    f"because {why}.",
+                    f"because {reason}.",
                 )
             )

@@ -20,9 +20,9 @@ INCOMPLETE_UPLOAD_DAYS = 7
 class Storage(Construct):
     """Three private, encrypted, SSL-only buckets.
 
-    ``data_bucket`` holds MovieLens inputs, run directories and notebooks;
-    ``artifacts_bucket`` (versioned) holds the published job artifacts under
-    ``artifacts/``; ``logs_bucket`` receives EMR logs under ``emr-logs/`` and the
+    ``data_bucket`` contains MovieLens inputs, run directories and notebooks.
+    ``artifacts_bucket`` (versioned) contains the published job artifacts under
+    ``artifacts/``. ``logs_bucket`` receives EMR logs under ``emr-logs/`` and the
     server access logs of the other two under ``s3-access-logs/``. With
     ``retain=False`` stack deletion empties and deletes all three.
     """

@@ -1,8 +1,8 @@
 """Fixtures for the CDK tests: the synthesized app, other environments, and an empty stack.
 
 Synthesis through jsii takes seconds, so each distinct configuration is
-synthesized once per session and shared. cdk-nag is left out of these
-syntheses (it alone takes several seconds); tests/infra/test_nag.py runs it.
+synthesized once per session and shared. These syntheses leave cdk-nag out,
+because tests/infra/test_nag.py runs it on syntheses of its own.
 """
 
 from __future__ import annotations
