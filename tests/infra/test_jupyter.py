@@ -476,3 +476,27 @@ def test_app_notebook_writes_runs_in_data_bucket(default_app):
     for user, notebook in deployed_notebooks(default_app).items():
         output = injected_parameters(notebook)["output"]
         assert output == f"'s3://{data_marker}/runs/notebook-{user}'"
+
+
+LIVY_PORT = 8998
+
+
+def test_app_cluster_runs_jupyterhub_with_livy(default_app):
+    _, cluster = cluster_of(default_app)
+    applications = {application["Name"] for application in cluster["Properties"]["Applications"]}
+    assert {"JupyterHub", "Livy", "Spark"} <= applications
+
+
+def test_app_primary_group_admits_livy_from_primary(default_app):
+    # JupyterHub's PySpark kernel calls Livy on the primary node, where both run.
+    # The primary group's rule from itself on every TCP port admits that port.
+    _, cluster = cluster_of(default_app)
+    primary = cluster["Properties"]["Instances"]["EmrManagedMasterSecurityGroup"]
+    rules = [
+        rule["Properties"]
+        for rule in default_app.resources("AWS::EC2::SecurityGroupIngress").values()
+        if rule["Properties"]["GroupId"] == primary
+        and rule["Properties"].get("SourceSecurityGroupId") == primary
+        and rule["Properties"]["IpProtocol"] == "tcp"
+    ]
+    assert any(rule["FromPort"] <= LIVY_PORT <= rule["ToPort"] for rule in rules)
