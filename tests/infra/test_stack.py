@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from infra import naming
+from tests.infra.conftest import REPOSITORY
+from tests.infra.conftest import cdk_json_context
 
 pytestmark = pytest.mark.infra
 
@@ -99,3 +106,28 @@ def test_stack_termination_protection_off_by_default(default_app):
 def test_stack_termination_protection_when_configured(synthesize_environment):
     synthesized = synthesize_environment(terminationProtection=True)
     assert synthesized.stack.termination_protection is True
+
+
+def test_app_synthesizes_without_credentials(tmp_path):
+    # The CDK command line runs app.py with the context in CDK_CONTEXT_JSON and the
+    # output directory in CDK_OUTDIR; this runs it the same way with no AWS access.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    environment.update(
+        CDK_CONTEXT_JSON=json.dumps(cdk_json_context()),
+        CDK_OUTDIR=str(tmp_path),
+        AWS_CONFIG_FILE=str(tmp_path / "missing-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "missing-credentials"),
+    )
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "als-recommender-dev.template.json").is_file()
+    manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    assert "missing" not in manifest, "synthesis needed a context lookup"
