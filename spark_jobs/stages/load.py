@@ -45,6 +45,7 @@ from spark_jobs.schema import USER
 logger = logging.getLogger(__name__)
 
 # Path of the sample below the pyspark package (pip) and below $SPARK_HOME (as on EMR).
+# NOTE: only the pip location is exercised here; the $SPARK_HOME one is untested on EMR.
 SAMPLE_RELATIVE_PATH = os.path.join("data", "mllib", "als", "sample_movielens_ratings.txt")
 BUILTIN_SAMPLE_SOURCE = "builtin-sample"
 
@@ -313,6 +314,47 @@ def run(context: StageContext) -> dict[str, Any]:
     return summary
 
 
+def ratings_without_movie(ratings: DataFrame, movies: DataFrame) -> int:
+    """Return how many ratings name a movieId that the movies table does not contain."""
+    known = F.broadcast(movies.select(MOVIE).distinct())
+    return ratings.join(known, on=MOVIE, how="left_anti").count()
+
+
+def _build_report(
+    source: Source,
+    reports: Mapping[str, dict[str, Any]],
+    unknown_movies: int | None,
+    max_fraction: float,
+    layout: RunLayout,
+) -> dict[str, Any]:
+    movies_accepted = reports["movies"]["rows_accepted"] if "movies" in reports else 0
+    over = files_over_threshold(reports, max_fraction)
+    return {
+        "status": "rejected" if over else "accepted",
+        "layout": source.layout.name,
+        "source": source.description,
+        "dataset": source.dataset,
+        "rating_scale": source.layout.scale.to_dict(),
+        "titles_known": movies_accepted > 0,
+        "movies": movies_accepted,
+        # Accepted ratings whose movie is missing from the movies file; null without one.
+        "ratings_without_movie": unknown_movies,
+        "max_quarantine_fraction": max_fraction,
+        "files_over_threshold": over,
+        "files": dict(reports),
+        "quarantine": layout.quarantine,
+        **total_report(reports.values()),
+    }
+
+
+def _quarantine_table(classified: Mapping[str, DataFrame]) -> DataFrame:
+    tables = [quarantined_rows(table) for table in classified.values()]
+    union = tables[0]
+    for table in tables[1:]:
+        union = union.unionByName(table)
+    return union
+
+
 def _write_outputs(
     spark: SparkSession,
     context: StageContext,
@@ -325,38 +367,28 @@ def _write_outputs(
     if source.layout.movies is not None:
         file_names["movies"] = source.layout.movies.name
     reports = {
-        role: file_report(
-            file_names[role], source.files[role], count_reasons(table)
-        )
+        role: file_report(file_names[role], source.files[role], count_reasons(table))
         for role, table in classified.items()
     }
-
     ratings_report = reports["ratings"]
     if ratings_report["rows_accepted"] == 0 and ratings_report["rows_quarantined"] == 0:
         raise InputDataError(
             f"the ratings file {ratings_report['uri']} is empty: it has no data lines. "
             f"Check that the download or copy is complete, or point --source elsewhere."
         )
-    movies_accepted = reports["movies"]["rows_accepted"] if "movies" in reports else 0
-    over = files_over_threshold(reports, max_fraction)
-    report = {
-        "status": "rejected" if over else "accepted",
-        "layout": source.layout.name,
-        "source": source.description,
-        "dataset": source.dataset,
-        "rating_scale": source.layout.scale.to_dict(),
-        "titles_known": movies_accepted > 0,
-        "max_quarantine_fraction": max_fraction,
-        "files": reports,
-        "quarantine": layout.quarantine,
-        **total_report(reports.values()),
-    }
 
-    quarantine = None
-    for table in classified.values():
-        rows = quarantined_rows(table)
-        quarantine = rows if quarantine is None else quarantine.unionByName(rows)
-    quarantine.write.mode("overwrite").parquet(commit.staging_path(run_layout.QUARANTINE))
+    ratings = accepted_ratings(classified["ratings"])
+    if "movies" in classified:
+        movies = accepted_movies(classified["movies"])
+        unknown_movies = ratings_without_movie(ratings, movies)
+    else:
+        movies = spark.createDataFrame([], MOVIES_SCHEMA)
+        unknown_movies = None
+    report = _build_report(source, reports, unknown_movies, max_fraction, layout)
+
+    _quarantine_table(classified).write.mode("overwrite").parquet(
+        commit.staging_path(run_layout.QUARANTINE)
+    )
     fs.write_json(spark, commit.staging_path(run_layout.LOAD_REPORT), report)
     if report["rows_quarantined"]:
         logger.warning(
@@ -366,19 +398,20 @@ def _write_outputs(
             report["quarantined_by_reason"],
             layout.quarantine,
         )
-    if over:
+    if unknown_movies:
+        logger.warning(
+            "load: %d accepted ratings name a movie missing from %s",
+            unknown_movies,
+            file_names["movies"],
+        )
+    if report["files_over_threshold"]:
         _publish_rejected(spark, commit, layout)
-        raise InputDataError(_rejection_message(reports, over, max_fraction, layout))
+        raise InputDataError(
+            _rejection_message(reports, report["files_over_threshold"], max_fraction, layout)
+        )
 
-    accepted_ratings(classified["ratings"]).write.mode("overwrite").parquet(
-        commit.staging_path(run_layout.RATINGS)
-    )
-    if "movies" in classified:
-        movies = accepted_movies(classified["movies"])
-    else:
-        movies = spark.createDataFrame([], MOVIES_SCHEMA)
+    ratings.write.mode("overwrite").parquet(commit.staging_path(run_layout.RATINGS))
     movies.write.mode("overwrite").parquet(commit.staging_path(run_layout.MOVIES))
-
     commit.dataset = source.dataset
     commit.counts.update(
         {
@@ -386,14 +419,14 @@ def _write_outputs(
             "rows_accepted": report["rows_accepted"],
             "rows_quarantined": report["rows_quarantined"],
             "ratings": ratings_report["rows_accepted"],
-            "movies": movies_accepted,
+            "movies": report["movies"],
         }
     )
     return {
         "layout": source.layout.name,
         "source": source.description,
         "ratings": ratings_report["rows_accepted"],
-        "movies": movies_accepted,
+        "movies": report["movies"],
         "rows_quarantined": report["rows_quarantined"],
         "titles_known": report["titles_known"],
         "load_report": layout.load_report,

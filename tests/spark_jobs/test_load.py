@@ -64,6 +64,7 @@ def test_load_ml_latest_small_counts(ml_latest_small_run):
     assert report["files"]["ratings"]["header_lines"] == 1
     assert report["files"]["movies"]["rows_accepted"] == 9_742
     assert report["rows_quarantined"] == 0
+    assert report["ratings_without_movie"] == 0
     assert report["rating_scale"] == {"min": 0.5, "max": 5.0, "step": 0.5}
     assert report["titles_known"] is True
     assert report["status"] == "accepted"
@@ -115,6 +116,7 @@ def test_load_builtin_sample(spark, tmp_path):
     assert report["layout"] == "builtin-sample"
     assert report["source"] == "builtin-sample"
     assert report["titles_known"] is False
+    assert report["ratings_without_movie"] is None
     assert report["rating_scale"] == {"min": 1.0, "max": 5.0, "step": 1.0}
     assert ratings.agg({"userId": "min"}).first()[0] == 0
     assert movies.count() == 0
@@ -186,7 +188,7 @@ def write_csv_source(
 
 
 def test_load_quarantines_bad_rows_with_line_numbers(spark, tmp_path):
-    good = [f"{user},1,4.0,1" for user in range(1, 8)]
+    good = [f"{user},1,4.0,1" for user in range(1, 7)] + ["7,5,4.0,1"]  # movie 5 is unknown
     bad = ["1,1,4.5,2", "x,1,3.0,1", "", "9,1,7.0,1"]
     movies = ("1,A (2000),Drama", "1,B (2001),Drama")
     source = write_csv_source(tmp_path / "source", good + bad, movies)
@@ -209,6 +211,7 @@ def test_load_quarantines_bad_rows_with_line_numbers(spark, tmp_path):
     }
     assert report["files"]["movies"]["quarantined_by_reason"] == {"duplicate_movie": 1}
     assert report["rows_quarantined"] == 5
+    assert report["ratings_without_movie"] == 1
     assert summary["ratings"] == 7
     assert rows[("ratings.csv", 9)][REASON] == "duplicate_rating"
     assert rows[("ratings.csv", 9)][RAW_LINE] == "1,1,4.5,2"
@@ -237,6 +240,7 @@ def test_load_over_threshold_commits_nothing(spark, tmp_path):
         read_manifest(spark, RunLayout(str(output)), "load")
     assert not (output / "ratings").exists()
     assert read_report(output)["status"] == "rejected"
+    assert read_report(output)["files_over_threshold"] == ["ratings"]
     assert spark.read.parquet(str(output / "quarantine")).count() == 2
 
 
