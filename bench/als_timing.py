@@ -5,7 +5,8 @@
 Fits explicit ALS on the Parquet ratings once to warm up the JVM, then with
 each of the two iteration counts, and reports the time difference divided by
 the iteration difference. The difference cancels the cost both fits share
-(block building, the final factor DataFrames), so what is left is the cost of one iteration. Prints JSON.
+(block building, the final factor DataFrames), so what is left is the cost
+of one iteration. Prints JSON.
 """
 
 from __future__ import annotations
