@@ -51,7 +51,7 @@ SINGLE_ACTION_ON_FAILURE = "CONTINUE"
 
 @dataclass(frozen=True)
 class ArtifactLocation:
-    """Where one artifact version lives: its prefix URI (s3:// on EMR, a path locally)."""
+    """Location of one artifact version: its prefix URI (s3:// on EMR, a path locally)."""
 
     uri: str
 

@@ -78,6 +78,20 @@ class JobArtifact(Construct):
     def _acknowledge_findings(self) -> None:
         # BucketDeployment runs one Lambda function per stack and memory size,
         # created by CDK with its own role. These findings concern that function.
+        self._acknowledge_role_findings()
+        handler = Stack.of(self).node.try_find_child(
+            f"Custom::CDKBucketDeployment{self._singleton_suffix()}"
+        )
+        if handler is not None:
+            Validations.of(handler).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-L1",
+                    reason="CDK pins the runtime of its BucketDeployment function to the one "
+                    "its handler and AWS CLI layer are tested with.",
+                )
+            )
+
+    def _acknowledge_role_findings(self) -> None:
         role = self.deployment.handler_role
         Validations.of(role).acknowledge(
             Acknowledgment(
@@ -87,13 +101,12 @@ class JobArtifact(Construct):
                 "through the AWS managed basic execution policy.",
             )
         )
-        policy = role.node.try_find_child("DefaultPolicy")
-        stack = Stack.of(self)
-        bucket_id = stack.get_logical_id(self.bucket.node.default_child)
+
+        bucket_id = Stack.of(self).get_logical_id(self.bucket.node.default_child)
         asset_bucket = (
             "arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>"
         )
-        wildcards = {
+        reasons = {
             "Action::s3:GetBucket*": "CDK's read grant includes bucket metadata reads",
             "Action::s3:GetObject*": "CDK's read grant covers every variant of object reads",
             "Action::s3:List*": "CDK's grants list both buckets to sync the files",
@@ -103,23 +116,13 @@ class JobArtifact(Construct):
             f"Resource::{asset_bucket}/*": "the asset key is only known at deployment",
             f"Resource::<{bucket_id}.Arn>/*": "the function writes the artifact's files by key",
         }
-        for finding, why in wildcards.items():
+        policy = role.node.try_find_child("DefaultPolicy")
+        for finding, reason in reasons.items():
             Validations.of(policy if policy is not None else role).acknowledge(
                 Acknowledgment(
                     id=f"AwsSolutions-IAM5[{finding}]",
                     reason=f"The CDK BucketDeployment function copies the job artifact into "
-                    f"this stack's artifacts bucket, and {why}.",
-                )
-            )
-        handler = stack.node.try_find_child(
-            f"Custom::CDKBucketDeployment{self._singleton_suffix()}"
-        )
-        if handler is not None:
-            Validations.of(handler).acknowledge(
-                Acknowledgment(
-                    id="AwsSolutions-L1",
-                    reason="CDK pins the runtime of its BucketDeployment function to the one "
-                    "its handler and AWS CLI layer are tested with.",
+                    f"this stack's artifacts bucket, and {reason}.",
                 )
             )
 

@@ -7,8 +7,10 @@ An execution takes ``{"runId": "...", "dataset": "...", "transient": false}``:
   ``s3://<data bucket>/datasets/<name>``, because the cluster has no internet
   route to download one;
 - ``transient`` (default false) runs the steps on a new cluster that the
-  execution creates and always terminates, on success and on failure alike.
-  Otherwise the steps run on the environment's long-running cluster.
+  execution creates and terminates, on success and on failure alike. Only an
+  execution stopped from outside (StopExecution) skips that cleanup, and then
+  the cluster terminates itself after its idle timeout. Without ``transient``
+  the steps run on the environment's long-running cluster.
 
 Each stage is an EMR step submitted with ``addStep.sync``: the execution waits
 for it and stops at the first failure. The step arguments come from
@@ -81,11 +83,11 @@ def jsonata(expression: str) -> str:
 
 @dataclass(frozen=True)
 class TransientClusterSettings:
-    """What a cluster created by an execution looks like; mirrors the environment's cluster.
+    """Settings of the clusters that executions create, mirroring the environment's cluster.
 
-    ``instance_profile_name`` is the instance profile's name (the ``Ref`` of an
-    ``AWS::IAM::InstanceProfile``); ``instance_role`` is the role inside it, which
-    the state machine must be allowed to pass.
+    ``instance_profile_name`` is the name of the instance profile, which is the
+    ``Ref`` of an ``AWS::IAM::InstanceProfile``. ``instance_role`` is the role in
+    that profile, and the state machine is allowed to pass it.
     """
 
     release_label: str

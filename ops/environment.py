@@ -2,7 +2,7 @@
 
 An environment NAME is the CloudFormation stack ``als-recommender-NAME``
 (``infra.naming``). Every failure that an operator can fix raises OpsError with
-a message that says what to do: a stack that does not exist (with the
+a message that names the fix: a stack that does not exist (listing the
 environments that do), a stack that failed or is being deleted, an output the
 stack predates, missing or rejected credentials, and a missing region.
 """

@@ -55,7 +55,7 @@ STEP_TIME_SLACK = datetime.timedelta(seconds=5)
 
 @dataclass
 class RunProgress:
-    """What the follower has seen so far: the cluster, and each stage's last EMR step state."""
+    """Follower state: the run's cluster, and each stage's EMR step id and last seen state."""
 
     execution_arn: str
     started: datetime.datetime
@@ -313,6 +313,7 @@ def run(
     clients = {name: session.client(name) for name in ("stepfunctions", "emr", "s3")}
     if not args.transient:
         check_cluster_usable(clients["emr"], environment.cluster_id, environment.name)
+
     now = datetime.datetime.now(datetime.UTC)
     execution_arn = start_run(
         clients["stepfunctions"],
@@ -326,6 +327,7 @@ def run(
     report(f"started run {args.run_id} on {where}: {execution_arn}")
     if args.no_follow:
         return 0
+
     started = clients["stepfunctions"].describe_execution(executionArn=execution_arn)["startDate"]
     progress = RunProgress(execution_arn=execution_arn, started=started)
     execution = follow(

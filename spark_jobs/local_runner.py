@@ -3,7 +3,7 @@
 This is the EMR pipeline on one machine: the same argument vectors from
 ``spark_jobs.steps``, submitted from a built job artifact (its entry script and
 package zip) rather than from the source tree. Each step is a separate
-spark-submit, so a stage only sees what the previous ones committed to the run
+spark-submit, so a stage only reads what the previous ones committed to the run
 directory, exactly as EMR steps do::
 
     python -m infra.artifact build
@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -155,7 +156,9 @@ def _environment() -> dict[str, str]:
     return environment
 
 
-def _run_command(name: str, command: Sequence[str], *, echo_logs: bool) -> tuple[int, str, str]:
+def _run_command(
+    name: str, command: Sequence[str], *, echo_logs: bool, working_dir: str
+) -> tuple[int, str, str]:
     """Run one spark-submit; return its exit status, stdout and the tail of its stderr."""
     process = subprocess.Popen(
         list(command),
@@ -163,6 +166,7 @@ def _run_command(name: str, command: Sequence[str], *, echo_logs: bool) -> tuple
         stderr=subprocess.PIPE,
         text=True,
         env=_environment(),
+        cwd=working_dir,
     )
     stdout_parts: list[str] = []
     # stdout is read on a thread so that neither pipe can fill up and block Spark.
@@ -197,20 +201,33 @@ def run(
     planned = plan(
         request, artifact=artifact, master=master, spark_conf=spark_conf, spark_submit=spark_submit
     )
-    for step, command in planned:
-        started = time.monotonic()
-        logger.info("step %s: spark-submit on %s", step.name, master)
-        returncode, stdout, stderr_tail = _run_command(step.name, command, echo_logs=echo_logs)
-        seconds = round(time.monotonic() - started, 1)
-        if returncode != 0:
-            logger.error(
-                "step %s: failed with exit status %d after %.1f s", step.name, returncode, seconds
+    # Python workers put their working directory first on sys.path. An empty one
+    # keeps a spark_jobs directory there (the source tree) from shadowing the zip.
+    with tempfile.TemporaryDirectory(prefix="spark_jobs_runner_") as working_dir:
+        for step, command in planned:
+            result = _run_step(
+                step, command, master=master, echo_logs=echo_logs, working_dir=working_dir
             )
-            raise StepFailedError(step.name, returncode, stderr_tail)
-        summary = _parse_summary(stdout)
-        logger.info("step %s: finished in %.1f s", step.name, seconds)
-        results.append(StepResult(step.name, tuple(command), seconds, summary))
+            results.append(result)
     return results
+
+
+def _run_step(
+    step: Step, command: list[str], *, master: str, echo_logs: bool, working_dir: str
+) -> StepResult:
+    started = time.monotonic()
+    logger.info("step %s: spark-submit on %s", step.name, master)
+    returncode, stdout, stderr_tail = _run_command(
+        step.name, command, echo_logs=echo_logs, working_dir=working_dir
+    )
+    seconds = round(time.monotonic() - started, 1)
+    if returncode != 0:
+        logger.error(
+            "step %s: failed with exit status %d after %.1f s", step.name, returncode, seconds
+        )
+        raise StepFailedError(step.name, returncode, stderr_tail)
+    logger.info("step %s: finished in %.1f s", step.name, seconds)
+    return StepResult(step.name, tuple(command), seconds, _parse_summary(stdout))
 
 
 def _parse_summary(stdout: str) -> Any:
@@ -270,10 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = dict(_split_conf(item) for item in args.conf)
         Parameters().with_values(**parameters).validate()
         request = RunRequest(
-            output=args.output,
-            source=args.source,
-            train=args.train,
-            test=args.test,
+            output=_absolute(args.output, always=True),
+            source=_absolute(args.source),
+            train=_absolute(args.train),
+            test=_absolute(args.test),
             tune=not args.no_tune,
             parameters=parameters,
         )
@@ -296,6 +313,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(json.dumps(report, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def _absolute(uri: str | None, *, always: bool = False) -> str | None:
+    """Return a local path as an absolute path, because the steps run in another directory.
+
+    URIs with a scheme pass unchanged, and so do names that are not existing paths
+    (dataset names), unless ``always`` is set.
+    """
+    if uri is None or "://" in uri or uri.startswith("file:"):
+        return uri
+    if always or os.path.exists(uri):
+        return os.path.abspath(uri)
+    return uri
 
 
 def _split_conf(item: str) -> tuple[str, str]:
