@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -290,32 +291,40 @@ def main(argv: list[str] | None = None) -> int:
     movielens, work = Path(args.movielens), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    results_path = Path(args.results) / "quality.json"
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results_path = results_dir / "quality.json"
     previous = json.loads(results_path.read_text()) if results_path.exists() else {}
     protocols = dict(previous.get("protocols", {}))
+
+    def save() -> None:
+        # Written after every protocol, so a long run that is stopped keeps what it measured.
+        results = {
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "protocols": protocols,
+            "anchors": ANCHORS,
+            "targets": TARGETS,
+        }
+        results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        (results_dir / "quality.md").write_text(markdown(results))
+
     if "small_80_20" in chosen:
         # First, alone, so its wall time includes a cold JVM start and no other Spark work.
         protocols["small_80_20"] = small_80_20(movielens, work)
+        save()
     spark_protocols = [name for name in chosen if name != "small_80_20"]
     if spark_protocols:
         from spark_jobs.session import build_session
 
         spark = build_session("bench.quality")
-        if "ml100k_folds" in spark_protocols:
-            protocols["ml100k_folds"] = ml100k_folds(spark, movielens, work)
         if "ml100k_per_user" in spark_protocols:
             protocols["ml100k_per_user"] = ml100k_per_user(spark, movielens, work)
+            save()
+        if "ml100k_folds" in spark_protocols:
+            protocols["ml100k_folds"] = ml100k_folds(spark, movielens, work)
+            save()
         spark.stop()
-    results = {
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "protocols": protocols,
-        "anchors": ANCHORS,
-        "targets": TARGETS,
-    }
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    (Path(args.results) / "quality.md").write_text(markdown(results))
     print(json.dumps({name: value.get("rmse") for name, value in protocols.items()}, indent=2))
     return 0
 

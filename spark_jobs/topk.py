@@ -6,7 +6,7 @@ every listed movie:
 - ``rating``: every unrated movie ordered by predicted rating (the course's list).
 - ``implicit``: ordered by the implicit-feedback ranking model's score.
 - ``reranked``: the ranking model's top ``candidates`` movies, then ordered by
-  predicted rating. With ``candidates == k`` the list holds exactly the ranking
+  predicted rating. With ``candidates == k`` the list contains exactly the ranking
   model's top k, so it keeps its precision and recall, shown in rating order.
 
 Scores are computed in the Python workers with numpy: the movie factors are

@@ -1,10 +1,10 @@
 """Recommend stage: the top-k movies for every user, never one the user already rated.
 
-The list is the one tune measured best unless ``--ordering`` asks for another;
+The list is the one tune measured best unless ``--ordering`` requests another;
 ``rating`` gives the course's list, every unrated movie ordered by predicted
 rating. Each row carries the rating model's predicted rating and the movie's title
 and genres. Data sets without a movies file (the built-in sample) have no titles:
-the title and genres columns stay empty and the output says titles are unknown.
+the title and genres columns stay empty and the summary marks titles as unknown.
 """
 
 from __future__ import annotations

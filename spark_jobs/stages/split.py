@@ -120,7 +120,7 @@ def read_split_file(
 
     Lines are checked as the load stage checks them (ids, rating on the scale,
     timestamp, duplicates); rejected lines are counted per reason. Raises
-    InputDataError when the file is missing or holds no valid rating.
+    InputDataError when the file is missing or contains no valid rating.
     """
     if not fs.exists(spark, uri):
         raise InputDataError(f"split file not found: {uri}; check the --train and --test paths")

@@ -165,10 +165,10 @@ def choose_list(
 ) -> tuple[ListSpec, list[dict[str, Any]]]:
     """Measure each way to build the top-k list on the validation ratings and pick the best.
 
-    Eligible defaults are the lists shown in predicted-rating order (``rating`` and
-    ``reranked``), so the default list always reads from the highest predicted
-    rating down; ``implicit`` is measured for comparison. The best eligible list by
-    precision@k wins, then by NDCG@k.
+    Only the lists shown in predicted-rating order (``rating`` and ``reranked``) can
+    become the default, so the default list always reads from the highest predicted
+    rating down. ``implicit`` is measured for comparison. The eligible list with the
+    best precision@k wins, and NDCG@k breaks ties.
     """
     k = params.top_k
     rating_model = fit_rating_model(
@@ -248,7 +248,7 @@ def run(context: StageContext) -> dict[str, Any]:
     split = read_manifest(spark, layout, "split")
     load_scale = rating_scale(fs.read_json(spark, layout.load_report))
     scale = RatingScale(load_scale.minimum, load_scale.maximum)
-    # Only the training split is read: tune never sees the test ratings.
+    # Only the training split is read, so the test ratings cannot influence any choice.
     train = spark.read.parquet(layout.split_train)
     fit, validation = validation_split(train, params)
     fit = fit.cache()
