@@ -225,7 +225,8 @@ class JupyterHub(Construct):
                 resources=[bucket.arn_for_objects(f"{PERSISTENCE_PREFIX}/*")],
             )
         )
-        # The Jupyter contents manager lists folders; listing stops at the prefix.
+        # The Jupyter contents manager lists folders, so listing is allowed only
+        # under the prefix.
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="JupyterNotebookFolders",
