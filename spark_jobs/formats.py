@@ -256,9 +256,9 @@ def read_lines(spark: SparkSession, uri: str, file_name: str) -> DataFrame:
 
     Line numbers are 1-based and exact even when Spark splits the file into several
     partitions. Lines end at "\\n" only; a trailing "\\r" stays in the bytes for
-    decode_lines to remove. The file is read once into a local checkpoint (executor
-    memory and disk), so the rows must fit there; losing an executor fails the job
-    rather than renumbering lines.
+    decode_lines to remove. The file is read once into a local checkpoint in executor
+    memory and disk, so the rows must fit there. Losing an executor then fails the
+    job rather than renumbering lines.
     """
     # Spark reads a file split by split, and the partitions of one scan do not come
     # back ordered by offset. Within a partition the rows of each split are contiguous
