@@ -53,7 +53,13 @@ def _sample_tree(process: psutil.Process, cpu_seconds: dict[int, float]) -> int:
     return total
 
 
-def run_measured(command: list[str], log: Path, stdout: Path | None = None) -> Measurement:
+def run_measured(
+    command: list[str],
+    log: Path,
+    stdout: Path | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Measurement:
     """Run ``command``, sending stderr (and stdout unless ``stdout`` is given) to ``log``.
 
     Peak memory is the largest sum of resident set sizes over the command and
@@ -67,7 +73,7 @@ def run_measured(command: list[str], log: Path, stdout: Path | None = None) -> M
         errors = files.enter_context(open(log, "w", encoding="utf-8"))
         output = files.enter_context(open(stdout, "w", encoding="utf-8")) if stdout else errors
         started = time.monotonic()
-        child = subprocess.Popen(command, stdout=output, stderr=errors, text=True)
+        child = subprocess.Popen(command, stdout=output, stderr=errors, text=True, cwd=cwd, env=env)
         process = psutil.Process(child.pid)
         stop = threading.Event()
 

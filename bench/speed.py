@@ -76,11 +76,26 @@ def stage_seconds(run_directory: Path) -> dict[str, float]:
     return seconds
 
 
-def run_pipeline(source: Path, output: Path, logs: Path, *extra: str) -> dict[str, Any]:
+def code_environment(code: Path | None) -> dict[str, str] | None:
+    """Return the environment that makes child processes import spark_jobs from ``code``.
+
+    Python workers that Spark starts inherit PYTHONPATH, so they import the same
+    snapshot as the driver even while the working tree changes.
+    """
+    if code is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(code)}
+
+
+def run_pipeline(
+    source: Path, output: Path, logs: Path, *extra: str, code: Path | None = None
+) -> dict[str, Any]:
     """Run ``python -m spark_jobs pipeline`` as a child process and return its figures."""
     command = [sys.executable, "-m", "spark_jobs", "pipeline", "--source", str(source)]
     command += ["--output", str(output), *extra]
-    measured = run_measured(command, logs / f"pipeline-{output.name}.log")
+    measured = run_measured(
+        command, logs / f"pipeline-{output.name}.log", cwd=code, env=code_environment(code)
+    )
     metrics_path = output / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     stages = stage_seconds(output)
@@ -94,12 +109,20 @@ def run_pipeline(source: Path, output: Path, logs: Path, *extra: str) -> dict[st
     }
 
 
-def run_baseline(source: Path, output: Path, logs: Path) -> dict[str, Any]:
+def run_baseline(
+    source: Path, output: Path, logs: Path, code: Path | None = None
+) -> dict[str, Any]:
     """Run the course-style baseline as a child process and return its figures."""
     command = [sys.executable, "-m", "bench.baseline", "--source", str(source)]
     command += ["--output", str(output)]
     result_path = logs / "baseline.json"
-    measured = run_measured(command, logs / "baseline.log", stdout=result_path)
+    measured = run_measured(
+        command,
+        logs / "baseline.log",
+        stdout=result_path,
+        cwd=code,
+        env=code_environment(code),
+    )
     result = json.loads(result_path.read_text()) if measured.returncode == 0 else {}
     return {
         "command": " ".join(command[1:]),
@@ -110,11 +133,11 @@ def run_baseline(source: Path, output: Path, logs: Path) -> dict[str, Any]:
     }
 
 
-def small_suite(work: Path) -> dict[str, Any]:
+def small_suite(work: Path, code: Path | None = None) -> dict[str, Any]:
     """Compare the pipeline with the baseline on ml-latest-small."""
     logs = work / "logs"
-    ours = run_pipeline(ML_LATEST_SMALL, work / "run-small", logs)
-    baseline = run_baseline(ML_LATEST_SMALL, work / "baseline-small", logs)
+    ours = run_pipeline(ML_LATEST_SMALL, work / "run-small", logs, code=code)
+    baseline = run_baseline(ML_LATEST_SMALL, work / "baseline-small", logs, code=code)
     speedup = baseline["wall_seconds"] / ours["wall_seconds"]
     return {
         "suite": "small",
@@ -156,20 +179,24 @@ def ensure_synthetic(ratings: int, work: Path) -> tuple[Path, dict[str, Any]]:
     return directory, synthetic.generate(config, directory)
 
 
-def scale_suite(work: Path, ratings: int, reference_iterations: int) -> dict[str, Any]:
+def scale_suite(
+    work: Path, ratings: int, reference_iterations: int, code: Path | None = None
+) -> dict[str, Any]:
     """Run the pipeline without tuning on synthetic data and the single-node references."""
     from bench import reference
 
     logs = work / "logs"
     source, generated = ensure_synthetic(ratings, work)
     run_directory = work / f"run-{source.name}"
-    ours = run_pipeline(source, run_directory, logs, "--no-tune")
+    ours = run_pipeline(source, run_directory, logs, "--no-tune", code=code)
 
     als_log = logs / f"als-timing-{source.name}.json"
     als_measured = run_measured(
         [sys.executable, "-m", "bench.als_timing", "--ratings", str(run_directory / "split/train")],
         logs / f"als-timing-{source.name}.log",
         stdout=als_log,
+        cwd=code,
+        env=code_environment(code),
     )
     als = json.loads(als_log.read_text()) if als_measured.returncode == 0 else {}
 
@@ -288,16 +315,23 @@ def main(argv: list[str] | None = None) -> int:
         "--reference-iterations", type=int, default=5, help="implicit ALS iterations to time"
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        help="run the pipeline from this snapshot of the repository (git archive of a commit) "
+        "instead of the working tree",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     if args.suite == "small":
-        result = small_suite(args.work)
+        result = small_suite(args.work, args.code)
         name = "small"
     else:
-        result = scale_suite(args.work, args.ratings, args.reference_iterations)
+        result = scale_suite(args.work, args.ratings, args.reference_iterations, args.code)
         name = f"scale-{args.ratings}"
+    result["code_snapshot"] = str(args.code) if args.code else None
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (args.results / f"{name}.md").write_text(markdown(result))
