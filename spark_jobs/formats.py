@@ -241,6 +241,7 @@ def detect_layout(names: Collection[str], source: str) -> Layout:
                 f"but {', '.join(missing)} is missing. Copy the complete data set into {source}."
             )
         if layout.movies_format == "dat" and ML_1M_MARKER not in present:
+            logger.info("%s has no %s, so it is read as ml-10m (half stars)", source, ML_1M_MARKER)
             return ML_10M
         return layout
     expected = "; ".join(layout.describe() for layout in (MOVIELENS_CSV, ML_1M, ML_10M, ML_100K))

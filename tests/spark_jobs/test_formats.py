@@ -289,3 +289,17 @@ def test_parse_movies_item_genre_flags(spark, tmp_path):
     assert rows[1][GENRES] == "Drama|Musical"
     assert rows[2][GENRES] == formats.NO_GENRES
     assert rows[3][REASON] == formats.WRONG_FIELD_COUNT
+
+
+def test_lines_from_bytes_strips_bom(spark):
+    layout = formats.BUILTIN_SAMPLE
+    data = b"\xef\xbb\xbf0::2::3::1424380312\r\n1::2::4::1424380312\r\n"
+    lines = formats.lines_from_bytes(spark, layout.ratings.name, data)
+    decoded = formats.decode_lines(lines, layout.ratings)
+    rows = {row[LINE_NUMBER]: row for row in
+            formats.parse_ratings(decoded, layout.ratings, layout.scale).collect()}
+
+    assert rows[1][REASON] is None
+    assert rows[1][RAW_LINE] == "0::2::3::1424380312"
+    assert rows[1][USER] == 0
+    assert rows[2][REASON] is None

@@ -1,8 +1,9 @@
 """Property tests: generated malformed lines mixed with valid ones, through the real load parsing.
 
-Each example writes a ratings file (optionally with a byte-order mark, a header
-and CRLF line ends), reads it with formats.read_lines on the shared Spark session,
-classifies it with load.classify_ratings and checks the accounting.
+Each example builds a ratings file (optionally with a byte-order mark, a header
+and CRLF line ends), reads it on the shared Spark session with formats.read_lines
+(Hadoop's line reader) or formats.lines_from_bytes (the driver path of the built-in
+sample), classifies it with load.classify_ratings and checks the accounting.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def ratings_file(draw):
         "bom": draw(st.booleans()),
         "crlf": draw(st.booleans()),
         "final_newline": draw(st.booleans()),
+        "read_on_driver": draw(st.booleans()),
     }
 
 
@@ -170,7 +172,10 @@ def test_load_accounts_for_every_line(spark, small_splits, case):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / layout.ratings.name
         path.write_bytes(data)
-        lines = formats.read_lines(spark, str(path), layout.ratings.name)
+        if case["read_on_driver"]:
+            lines = formats.lines_from_bytes(spark, layout.ratings.name, data)
+        else:
+            lines = formats.read_lines(spark, str(path), layout.ratings.name)
         classified = load.classify_ratings(lines, layout)
         rows = classified.select(LINE_NUMBER, REASON, USER, MOVIE, RATING).collect()
 
