@@ -54,17 +54,17 @@ LOCAL_SPARK_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "8",
 }
 
-# Lines of a failed step's stderr repeated in the error message.
-STDERR_TAIL_LINES = 40
+# Lines of a failed step's output (each stream) repeated in the error message.
+TAIL_LINES = 25
 
 
 class StepFailedError(PipelineError):
     """A spark-submit step exited with a non-zero status; later steps were not run."""
 
-    def __init__(self, step: str, returncode: int, stderr_tail: str) -> None:
+    def __init__(self, step: str, returncode: int, output_tail: str) -> None:
         super().__init__(
             f"step {step} failed with exit status {returncode}; later steps were not run. "
-            f"Last lines of its output:\n{stderr_tail}"
+            f"Last lines of its output:\n{output_tail}"
         )
         self.step = step
         self.returncode = returncode
@@ -159,7 +159,13 @@ def _environment() -> dict[str, str]:
 def _run_command(
     name: str, command: Sequence[str], *, echo_logs: bool, working_dir: str
 ) -> tuple[int, str, str]:
-    """Run one spark-submit; return its exit status, stdout and the tail of its stderr."""
+    """Run one spark-submit; return its exit status, its stdout, and the tail of both streams.
+
+    spark-submit merges the Python driver's stderr into its stdout, so the
+    stage's log lines and error message arrive on stdout and the JVM's log on
+    stderr. Each stream is read on its own thread, so neither pipe can fill up
+    and block Spark.
+    """
     process = subprocess.Popen(
         list(command),
         stdout=subprocess.PIPE,
@@ -168,18 +174,26 @@ def _run_command(
         env=_environment(),
         cwd=working_dir,
     )
-    stdout_parts: list[str] = []
-    # stdout is read on a thread so that neither pipe can fill up and block Spark.
-    reader = threading.Thread(target=lambda: stdout_parts.append(process.stdout.read()))
-    reader.start()
-    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-    for line in process.stderr:
-        tail.append(line)
-        if echo_logs:
-            sys.stderr.write(f"[{name}] {line}")
+    stdout_lines: list[str] = []
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def drain(stream, keep) -> None:
+        for line in stream:
+            keep(line)
+            if echo_logs:
+                sys.stderr.write(f"[{name}] {line}")
+
+    readers = [
+        threading.Thread(target=drain, args=(process.stdout, stdout_lines.append)),
+        threading.Thread(target=drain, args=(process.stderr, stderr_tail.append)),
+    ]
+    for reader in readers:
+        reader.start()
     returncode = process.wait()
-    reader.join()
-    return returncode, "".join(stdout_parts), "".join(tail)
+    for reader in readers:
+        reader.join()
+    output_tail = "".join(stderr_tail) + "".join(stdout_lines[-TAIL_LINES:])
+    return returncode, "".join(stdout_lines), output_tail
 
 
 def run(
@@ -194,7 +208,7 @@ def run(
     """Run every step of ``request`` in order and return what each printed.
 
     Stops at the first step that exits with a non-zero status and raises
-    StepFailedError with the tail of its stderr. ``echo_logs`` copies each
+    StepFailedError with the last lines of its output. ``echo_logs`` copies each
     step's log lines to this process's stderr as they arrive.
     """
     results = []
@@ -217,7 +231,7 @@ def _run_step(
 ) -> StepResult:
     started = time.monotonic()
     logger.info("step %s: spark-submit on %s", step.name, master)
-    returncode, stdout, stderr_tail = _run_command(
+    returncode, stdout, output_tail = _run_command(
         step.name, command, echo_logs=echo_logs, working_dir=working_dir
     )
     seconds = round(time.monotonic() - started, 1)
@@ -225,21 +239,23 @@ def _run_step(
         logger.error(
             "step %s: failed with exit status %d after %.1f s", step.name, returncode, seconds
         )
-        raise StepFailedError(step.name, returncode, stderr_tail)
+        raise StepFailedError(step.name, returncode, output_tail)
     logger.info("step %s: finished in %.1f s", step.name, seconds)
     return StepResult(step.name, tuple(command), seconds, _parse_summary(stdout))
 
 
 def _parse_summary(stdout: str) -> Any:
-    # The command line prints the stage summary as one JSON document, last.
-    text = stdout.strip()
-    start = text.find("{")
-    if start < 0:
-        return text or None
+    """Return the JSON summary that the command line prints last, or the raw text without one."""
+    # json.dumps(indent=2) starts the document with a line holding only "{",
+    # which no log line before it does.
+    lines = stdout.rstrip().splitlines()
+    starts = [index for index, line in enumerate(lines) if line == "{"]
+    if not starts:
+        return stdout.strip() or None
     try:
-        return json.loads(text[start:])
+        return json.loads("\n".join(lines[starts[-1] :]))
     except json.JSONDecodeError:
-        return text
+        return stdout.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
