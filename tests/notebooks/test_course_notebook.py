@@ -21,9 +21,16 @@ from tests.conftest import REPOSITORY
 
 NOTEBOOK = REPOSITORY / "notebooks" / "als_course.ipynb"
 
-# Small tuning grids keep the run short; the notebook passes them to tune as
-# explicit parameters, exactly as the pipeline's options would.
-QUICK_PARAMETERS = {"rank_grid": [10], "reg_grid": [0.1], "study_max_iter": 3}
+# Small tuning grids and a small ranking model keep the run short. The notebook
+# passes them to the stages as explicit parameters, as the pipeline's options would.
+QUICK_PARAMETERS = {
+    "rank_grid": [10],
+    "reg_grid": [0.1],
+    "study_max_iter": 3,
+    "options": {"implicit_rank": 8, "implicit_max_iter": 3},
+}
+# Sized for a small machine: few shuffle partitions for 100,000 ratings, no web UI.
+LOCAL_CONF = {"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}
 KERNEL_START_TIMEOUT_SECONDS = 120
 
 RUN_DIRECTORY_PATHS = (
@@ -84,6 +91,7 @@ def executed(tmp_path_factory, ml_latest_small):
             "output": str(run_directory),
             "artifact": str(package),
             "master": "local[2]",
+            "local_conf": LOCAL_CONF,
             **QUICK_PARAMETERS,
         },
         kernel_name="python3",
@@ -106,7 +114,8 @@ def test_notebook_has_one_parameters_cell():
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("source", "output", "artifact", "rank_grid", "reg_grid", "study_max_iter"):
+    names = ("source", "output", "artifact", "rank_grid", "reg_grid", "study_max_iter", "options")
+    for name in names:
         assert f"\n{name} = " in "\n" + tagged[0].source, name
 
 
@@ -155,9 +164,18 @@ def test_notebook_run_rmse_is_plausible(executed):
     assert 0.70 <= metrics["rmse"] <= 1.00
 
 
+def imported_from(notebook: nbformat.NotebookNode) -> str:
+    """Return the path of spark_jobs/__init__.py that the notebook's set-up cell printed."""
+    (line,) = [line for line in text_outputs(notebook).splitlines() if " imported from " in line]
+    return line.split(" imported from ", 1)[1]
+
+
 def test_notebook_run_imports_package_from_artifact(executed):
     notebook, _, package = executed
-    assert f"imported from {package}" in text_outputs(notebook)
+    # addPyFile copies the zip into Spark's userFiles directory and imports from there.
+    location = imported_from(notebook)
+    assert location.endswith(f"/{package.name}/spark_jobs/__init__.py")
+    assert not location.startswith(str(REPOSITORY))
 
 
 def test_notebook_run_shows_plots(executed):
