@@ -4,6 +4,17 @@ Every input line is either accepted or quarantined with its reason and line
 number, and load_report.json accounts for each file. When more than
 ``max_quarantine_fraction`` of a file's rows are quarantined, the stage commits
 nothing but still publishes the quarantine and the report for the user to read.
+
+load_report.json contains:
+
+- ``status`` ("accepted" or "rejected"), ``layout``, ``source`` and ``dataset``;
+- ``rating_scale`` ({"min", "max", "step"} in stars), which train uses to clip
+  predictions, and ``titles_known`` (false for the built-in sample);
+- ``rows_read``, ``rows_accepted``, ``rows_quarantined`` and
+  ``quarantined_by_reason`` summed over the input files, and the same per file
+  under ``files`` ("ratings", "movies") with the file's URI and header lines;
+- ``movies``, ``ratings_without_movie``, ``max_quarantine_fraction``,
+  ``files_over_threshold`` and ``quarantine`` (the URI of the quarantined rows).
 """
 
 from __future__ import annotations
