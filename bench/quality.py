@@ -229,7 +229,11 @@ def markdown(results: dict[str, Any]) -> str:
     ]
 
     def cell(value: Any) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value)
 
     for name in PROTOCOLS:
         ours = results["protocols"].get(name)
