@@ -22,13 +22,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import boto3
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError
-from botocore.exceptions import NoCredentialsError
 from botocore.exceptions import NoRegionError
 
-from infra import naming
+from ops.environment import OpsError
+from ops.environment import find_environment
+from ops.environment import open_session
+from ops.environment import translate_aws_error
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ READY_STATES = ("RUNNING", "WAITING")
 STARTING_STATES = ("STARTING", "BOOTSTRAPPING")
 
 
-class TunnelError(Exception):
+class TunnelError(OpsError):
     """A cluster or node that cannot be reached, with what to do about it."""
 
 
@@ -56,29 +57,6 @@ class Forward:
     @property
     def local_url(self) -> str:
         return f"{self.scheme}://localhost:{self.local_port}"
-
-
-def cluster_id_of(cloudformation, environment: str) -> str:
-    """Return the cluster id from the environment's stack outputs, or raise TunnelError."""
-    stack = naming.stack_name(environment)
-    try:
-        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except ClientError as error:
-        if "does not exist" in str(error):
-            raise TunnelError(
-                f"stack {stack} not found; check --environment and --region, or deploy it "
-                f"with: npx cdk deploy -c environment={environment}"
-            ) from error
-        raise
-    outputs = {
-        output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])
-    }
-    if naming.OUTPUT_CLUSTER_ID not in outputs:
-        raise TunnelError(
-            f"stack {stack} has no {naming.OUTPUT_CLUSTER_ID} output; its status is "
-            f"{stacks[0]['StackStatus']}. Wait until the deployment completes."
-        )
-    return outputs[naming.OUTPUT_CLUSTER_ID]
 
 
 def primary_instance_id(emr, cluster_id: str) -> str:
@@ -183,31 +161,21 @@ def forwards_for(args: argparse.Namespace) -> list[Forward]:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if not naming.ENVIRONMENT_NAME_PATTERN.match(args.environment):
-        print(f"error: invalid environment name {args.environment!r}", file=sys.stderr)
-        return 2
+    action = f"finding the primary node of environment {args.environment}"
     try:
-        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+        session = open_session(region=args.region, profile=args.profile)
+        environment = find_environment(args.environment, session)
+        cluster_id = environment.cluster_id
+        instance_id = primary_instance_id(session.client("emr"), cluster_id)
         region = session.region_name
         if region is None:
             raise NoRegionError()
-        cluster_id = cluster_id_of(session.client("cloudformation"), args.environment)
-        instance_id = primary_instance_id(session.client("emr"), cluster_id)
-    except TunnelError as error:
+    except OpsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except NoCredentialsError:
-        print(
-            "error: no AWS credentials found; configure them (aws configure, aws sso login, "
-            "or AWS_PROFILE) and rerun",
-            file=sys.stderr,
-        )
-        return 2
-    except NoRegionError:
-        print("error: no AWS region configured; pass --region or set AWS_REGION", file=sys.stderr)
-        return 2
     except (BotoCoreError, ClientError) as error:
-        print(f"error: finding the primary node failed: {error}", file=sys.stderr)
+        message = translate_aws_error(error, action) or f"{action} failed: {error}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
     forwards = forwards_for(args)

@@ -82,24 +82,6 @@ def forwarded_ports(command: list[str]) -> dict[str, list[str]]:
     return json.loads(command[command.index("--parameters") + 1])
 
 
-def test_cluster_id_from_stack_output(cluster):
-    cloudformation = boto3.client("cloudformation", region_name=REGION)
-    assert tunnel.cluster_id_of(cloudformation, ENVIRONMENT) == cluster["cluster_id"]
-
-
-def test_cluster_id_missing_stack_names_deploy_command(aws):
-    cloudformation = boto3.client("cloudformation", region_name=REGION)
-    with pytest.raises(tunnel.TunnelError, match="npx cdk deploy -c environment=dev"):
-        tunnel.cluster_id_of(cloudformation, ENVIRONMENT)
-
-
-def test_cluster_id_missing_output(aws):
-    deploy_environment(None)
-    cloudformation = boto3.client("cloudformation", region_name=REGION)
-    with pytest.raises(tunnel.TunnelError, match="has no ClusterId output"):
-        tunnel.cluster_id_of(cloudformation, ENVIRONMENT)
-
-
 def test_primary_instance_is_primary_node(cluster):
     emr = boto3.client("emr", region_name=REGION)
     assert tunnel.primary_instance_id(emr, cluster["cluster_id"]) == cluster["primary"]
@@ -170,4 +152,23 @@ def test_main_run_without_plugin(cluster, tmp_path, monkeypatch, capsys):
 def test_main_reports_missing_environment(aws, capsys):
     status = tunnel.main(["--environment", "staging", "--region", REGION])
     assert status == 2
-    assert "stack als-recommender-staging not found" in capsys.readouterr().err
+    assert "no stack als-recommender-staging" in capsys.readouterr().err
+
+
+def test_main_reports_missing_cluster_output(aws, capsys):
+    deploy_environment(None)
+    status = tunnel.main(["--environment", ENVIRONMENT, "--region", REGION])
+    assert status == 2
+    assert "has no output ClusterId" in capsys.readouterr().err
+
+
+def test_main_without_credentials(monkeypatch, tmp_path, capsys):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "missing-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "missing-config"))
+    # No instance metadata lookup: it would leave this machine.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    status = tunnel.main(["--environment", ENVIRONMENT, "--region", REGION])
+    assert status == 2
+    assert "no AWS credentials found" in capsys.readouterr().err
