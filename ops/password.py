@@ -16,13 +16,13 @@ import argparse
 import logging
 import sys
 
-import boto3
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError
-from botocore.exceptions import NoCredentialsError
-from botocore.exceptions import NoRegionError
 
 from infra import naming
+from ops.environment import OpsError
+from ops.environment import open_session
+from ops.environment import translate_aws_error
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 USER_TAG = "jupyterhub-user"
 
 
-class PasswordError(Exception):
+class PasswordError(OpsError):
     """A password that cannot be found or read, with what to do about it."""
 
 
@@ -103,24 +103,16 @@ def main(argv: list[str]) -> int:
     if not naming.ENVIRONMENT_NAME_PATTERN.match(args.environment):
         print(f"error: invalid environment name {args.environment!r}", file=sys.stderr)
         return 2
+    action = f"reading the JupyterHub password of {args.user}"
     try:
-        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+        session = open_session(region=args.region, profile=args.profile)
         password = read_password(session.client("secretsmanager"), args.environment, args.user)
-    except PasswordError as error:
+    except OpsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except NoCredentialsError:
-        print(
-            "error: no AWS credentials found; configure them (aws configure, aws sso login, "
-            "or AWS_PROFILE) and rerun",
-            file=sys.stderr,
-        )
-        return 2
-    except NoRegionError:
-        print("error: no AWS region configured; pass --region or set AWS_REGION", file=sys.stderr)
-        return 2
     except (BotoCoreError, ClientError) as error:
-        print(f"error: reading the password failed: {error}", file=sys.stderr)
+        message = translate_aws_error(error, action) or f"{action} failed: {error}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(password)
     return 0
