@@ -167,6 +167,9 @@ class PipelineStateMachine(Construct):
         self.environment = environment
         self.artifact = artifact
         self.transient_cluster = transient_cluster
+        # NOTE: executions always split the dataset themselves. An existing split
+        # (--train and --test) would need its own branch of steps, because the
+        # argument vectors are fixed at synthesis.
         self.request = RunRequest(
             output=jsonata(OUTPUT),
             source=jsonata(DATASET),
