@@ -224,6 +224,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['measured_at']}. Every setting was chosen by the tune stage on "
         "validation data carved from the training split.",
         "",
+    ]
+    if results.get("note"):
+        lines += [results["note"], ""]
+    lines += [
         "| protocol | method | RMSE | P@10 | R@10 | NDCG@10 | MAP@10 | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
