@@ -13,7 +13,7 @@ from tests.spark_jobs.stage_inputs import pipeline_run
 pytestmark = pytest.mark.spark
 
 TOP_K = 20
-# The band for test RMSE of the default pipeline on the 80/20 seed-42 split.
+# Required band for test RMSE of the default pipeline on the 80/20 seed-42 split.
 RMSE_LOW = 0.80
 RMSE_HIGH = 0.90
 
