@@ -214,6 +214,7 @@ def plot_study(study: list[dict[str, Any]]) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = pyplot.subplots(figsize=(6, 4), dpi=100)
     try:
@@ -221,6 +222,7 @@ def plot_study(study: list[dict[str, Any]]) -> bytes:
         first = study[0]
         axes.set_title(f"Validation RMSE, rank {first['rank']}, regParam {first['regParam']:g}")
         axes.set_xlabel("ALS iterations (maxIter)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("RMSE")
         axes.grid(True, alpha=0.3)
         buffer = io.BytesIO()
