@@ -168,6 +168,7 @@ def validate_args(args: argparse.Namespace) -> Parameters:
 
 def run_stage(spark: Any, args: argparse.Namespace, params: Parameters) -> dict[str, Any]:
     """Run the stage named by ``args.command`` and return its summary."""
+    from spark_jobs.commit import stage_timer
     from spark_jobs.context import StageContext
 
     module = importlib.import_module(f"spark_jobs.stages.{args.command}")
@@ -181,7 +182,8 @@ def run_stage(spark: Any, args: argparse.Namespace, params: Parameters) -> dict[
         test=getattr(args, "test", None),
         user=getattr(args, "user", None),
     )
-    return module.run(context)
+    with stage_timer():
+        return module.run(context)
 
 
 def run_pipeline(spark: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:

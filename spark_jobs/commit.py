@@ -18,7 +18,10 @@ import datetime
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -34,6 +37,24 @@ from spark_jobs.layout import STAGE_OUTPUTS
 from spark_jobs.layout import RunLayout
 
 logger = logging.getLogger(__name__)
+
+# When the current stage started (time.monotonic), set by stage_timer. Most stages
+# fit models before they open their StageCommit, so the commit block alone would
+# undercount their time.
+_stage_started: ContextVar[float | None] = ContextVar("stage_started", default=None)
+
+# The clock behind stage timings; tests replace it.
+_clock = time.monotonic
+
+
+@contextmanager
+def stage_timer() -> Iterator[None]:
+    """Count a StageCommit's total_seconds from the start of this block, not of the commit."""
+    token = _stage_started.set(_clock())
+    try:
+        yield
+    finally:
+        _stage_started.reset(token)
 
 
 @dataclass(frozen=True)
@@ -134,7 +155,8 @@ class StageCommit:
         )
 
     def __enter__(self) -> StageCommit:
-        self._started = time.monotonic()
+        self._commit_started = _clock()
+        self._started = _stage_started.get() or self._commit_started
         # Reject mixed inputs before any work, and before uncommitting the outputs
         # of an earlier good run.
         if self.inputs:
@@ -174,7 +196,9 @@ class StageCommit:
             fs.rename(self.spark, staged, final)
 
     def _write_manifest(self) -> None:
-        self.timings["total_seconds"] = round(time.monotonic() - self._started, 3)
+        now = _clock()
+        self.timings["total_seconds"] = round(now - self._started, 3)
+        self.timings["commit_seconds"] = round(now - self._commit_started, 3)
         if self.stage == "load":
             if self.dataset is None:
                 raise ValueError("the load stage must set dataset before it commits")

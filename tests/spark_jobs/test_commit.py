@@ -229,3 +229,38 @@ def test_killed_load_rejected_then_rerun(
     clean_manifest = read_manifest(spark, RunLayout(str(clean_run)), "load")
     assert rerun_manifest.dataset == clean_manifest.dataset
     assert os.listdir(killed_run / "_staging") == []
+
+
+# --- timings -------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A time.monotonic stand-in that returns the given readings in order."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+def test_timings_count_from_stage_timer(spark, tmp_path, monkeypatch):
+    from spark_jobs import commit as commit_module
+
+    # Readings: the timer starts at 100, the commit opens at 105 and closes at 107.
+    monkeypatch.setattr(commit_module, "_clock", FakeClock(100.0, 105.0, 107.0))
+    with commit_module.stage_timer():
+        finished = commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+
+    assert finished.manifest.timings["total_seconds"] == 7.0
+    assert finished.manifest.timings["commit_seconds"] == 2.0
+
+
+def test_timings_without_stage_timer(spark, tmp_path, monkeypatch):
+    from spark_jobs import commit as commit_module
+
+    monkeypatch.setattr(commit_module, "_clock", FakeClock(105.0, 107.0))
+    finished = commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+
+    assert finished.manifest.timings["total_seconds"] == 2.0
+    assert finished.manifest.timings["commit_seconds"] == 2.0
