@@ -14,10 +14,13 @@ COMMANDS = {
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        print("usage: python -m ops COMMAND [options]\n\ncommands:", file=sys.stderr)
+        # Help that was asked for goes to stdout and succeeds; a wrong call is an error.
+        asked_for_help = bool(argv) and argv[0] in ("-h", "--help")
+        stream = sys.stdout if asked_for_help else sys.stderr
+        print("usage: python -m ops COMMAND [options]\n\ncommands:", file=stream)
         for name, (_, summary) in COMMANDS.items():
-            print(f"  {name:<10} {summary}", file=sys.stderr)
-        return 2
+            print(f"  {name:<10} {summary}", file=stream)
+        return 0 if asked_for_help else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:])
 

@@ -86,10 +86,13 @@ def read_manifest(spark: SparkSession, layout: RunLayout, stage: str) -> Manifes
     """
     uri = layout.manifest(stage)
     if not fs.exists(spark, uri):
+        rerun = f"python -m spark_jobs {stage} --output {layout.root}"
+        if stage == "load":
+            # Without --source, load reads the built-in sample, not the user's data set.
+            rerun += " --source SOURCE (leave out --source only for the built-in sample)"
         raise UncommittedInputError(
             f"the {stage} output in {layout.root} is not committed (no manifest at {uri}); "
-            f"it is missing or was left incomplete by a failed run. "
-            f"Rerun it: python -m spark_jobs {stage} --output {layout.root}"
+            f"it is missing or was left incomplete by a failed run. Rerun it: {rerun}"
         )
     values = fs.read_json(spark, uri)
     return Manifest(**values)

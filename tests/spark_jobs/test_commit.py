@@ -82,6 +82,7 @@ def test_commit_failure_leaves_stage_uncommitted(spark, tmp_path):
     with pytest.raises(UncommittedInputError) as raised:
         read_manifest(spark, layout, "load")
     assert f"python -m spark_jobs load --output {tmp_path}" in str(raised.value)
+    assert "--source SOURCE" in str(raised.value)
 
 
 def test_commit_rerun_replaces_outputs(spark, tmp_path):
