@@ -63,7 +63,7 @@ def build_session(
 
     Under spark-submit the submitted configuration wins and only the
     checkpoint directory is added. Run directly, the session is local
-    (``local[*]`` unless ``master`` says otherwise), bound to loopback, with
+    (``local[*]`` unless ``master`` names another), bound to loopback, with
     driver memory from what the machine has available.
     """
     builder = SparkSession.builder.appName(app_name)

@@ -23,7 +23,7 @@ STAGES: tuple[str, ...] = (
     "recommend",
 )
 
-# Which parameter options each stage accepts. The command line builds its
+# Parameter options accepted by each stage. The command line builds its
 # parsers from this table, so a request can never pass a stage an option it
 # does not know.
 STAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -65,7 +65,7 @@ def option_name(parameter: str) -> str:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What to run: a source, a run directory and the parameters the user set.
+    """A run request: a source, a run directory and the parameters the user set.
 
     ``source`` is a MovieLens directory URI or a dataset name; None means the
     built-in sample. ``train`` and ``test`` name an existing split to use in place
