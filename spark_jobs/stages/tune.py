@@ -40,6 +40,7 @@ from spark_jobs.params import Parameters
 from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.stages.split import random_split
 from spark_jobs.stages.split import rating_scale
+from spark_jobs.steps import STAGE_PARAMETERS
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import RERANKED
@@ -297,19 +298,7 @@ def run(context: StageContext) -> dict[str, Any]:
     parameters = {
         name: value
         for name, value in params.to_dict().items()
-        if name
-        in {
-            "seed",
-            "validation_fraction",
-            "study_max_iter",
-            "rank_grid",
-            "reg_grid",
-            "top_k",
-            "implicit_rank",
-            "implicit_reg_param",
-            "implicit_max_iter",
-            "implicit_alpha",
-        }
+        if name in STAGE_PARAMETERS["tune"]
     }
     with StageCommit(
         spark, layout, "tune", inputs={"split": split}, parameters=parameters
