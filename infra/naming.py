@@ -31,9 +31,9 @@ def stack_name(environment: str) -> str:
     return f"{PROJECT}-{environment}"
 
 
-# Where the pipeline state machine reads and writes in the data bucket: a
-# dataset named NAME in an execution input is read from datasets/NAME/, and run
-# RUN writes its run directory to runs/RUN/.
+# Prefixes in the data bucket used by the pipeline state machine. A dataset
+# named NAME in an execution input is read from datasets/NAME/, and run RUN
+# writes its run directory to runs/RUN/.
 DATASETS_PREFIX = "datasets/"
 RUNS_PREFIX = "runs/"
 

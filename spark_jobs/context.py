@@ -1,4 +1,4 @@
-"""What the command line hands a stage: the session, the run directory and the options."""
+"""The stage context: the session, the run directory and the options the command line passes."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ DEFAULT_IMPLICIT_RANK = 64
 DEFAULT_IMPLICIT_REG_PARAM = 0.05
 DEFAULT_IMPLICIT_MAX_ITER = 10
 DEFAULT_IMPLICIT_ALPHA = 1.0
-# Which top-k list recommend writes: "default" is the one tune measured best.
+# Top-k lists that recommend can write. "default" is the one tune measured best.
 ORDERINGS = ("default", "rating", "implicit")
 DEFAULT_ORDERING = "default"
 
