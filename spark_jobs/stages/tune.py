@@ -3,15 +3,12 @@
 The validation split is carved from the training split only; the test split is
 never read. Tune fits the bias baseline once, then:
 
-1. a grid over rank x regParam at ``study_max_iter`` iterations, scored by
-   validation RMSE;
-2. the course's study of validation RMSE against the number of iterations
-   (1..study_max_iter) at the best grid point, which also picks maxIter;
-3. the implicit-feedback ranking model, and precision@k of each way to build the
+1. the sweep (``spark_jobs.sweep``): ALS on the residuals at every rank x regParam
+   of the grid, scored on the validation ratings after each of 1..study_max_iter
+   iterations. The lowest validation RMSE in that table picks rank, regParam and
+   maxIter, and its row of the table is the course's RMSE-against-iterations study;
+2. the implicit-feedback ranking model, and precision@k of each way to build the
    top-k list on the validation ratings, which picks the default list.
-
-Grid points are fitted from a small thread pool: on small data an ALS fit is
-mostly driver-side scheduling, so two fits in flight keep both cores busy.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import csv
 import io
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -35,12 +31,13 @@ from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_baseline
 from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
-from spark_jobs.model import rmse_and_mae
 from spark_jobs.params import Parameters
 from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.stages.split import random_split
 from spark_jobs.stages.split import rating_scale
 from spark_jobs.steps import STAGE_PARAMETERS
+from spark_jobs.sweep import prepare as prepare_sweep
+from spark_jobs.sweep import sweep
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import RERANKED
@@ -50,9 +47,6 @@ from spark_jobs.topk import top_k_lists
 logger = logging.getLogger(__name__)
 
 TUNING_CSV = "tuning/results.csv"
-
-# Fits in flight at once. More than two gains nothing on two cores and costs memory.
-PARALLEL_FITS = 2
 
 # Candidate pool sizes for the reranked list, as multiples of k.
 CANDIDATE_MULTIPLES = (1, 2, 4)
@@ -65,95 +59,6 @@ def validation_split(train: DataFrame, params: Parameters) -> tuple[DataFrame, D
     training row would hash above the test fraction again.
     """
     return random_split(train, params.validation_fraction, params.seed + 1)
-
-
-def _validation_rmse(
-    fit: DataFrame,
-    validation: DataFrame,
-    baseline: Baseline,
-    residuals: DataFrame,
-    scale: RatingScale,
-    *,
-    rank: int,
-    reg_param: float,
-    max_iter: int,
-    seed: int,
-) -> float:
-    model = fit_rating_model(
-        fit,
-        rank=rank,
-        reg_param=reg_param,
-        max_iter=max_iter,
-        seed=seed,
-        scale=scale,
-        baseline=baseline,
-        residuals=residuals,
-    )
-    rmse, _ = rmse_and_mae(model.predict(validation))
-    return rmse
-
-
-def search_grid(
-    fit: DataFrame,
-    validation: DataFrame,
-    baseline: Baseline,
-    residuals: DataFrame,
-    scale: RatingScale,
-    params: Parameters,
-) -> list[dict[str, Any]]:
-    """Return validation RMSE for each (rank, regParam) at study_max_iter iterations."""
-    points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
-
-    def score(point: tuple[int, float]) -> dict[str, Any]:
-        rank, reg_param = point
-        rmse = _validation_rmse(
-            fit,
-            validation,
-            baseline,
-            residuals,
-            scale,
-            rank=rank,
-            reg_param=reg_param,
-            max_iter=params.study_max_iter,
-            seed=params.seed,
-        )
-        logger.info("tune: rank %d regParam %g -> validation RMSE %.4f", rank, reg_param, rmse)
-        return {"rank": rank, "regParam": reg_param, "maxIter": params.study_max_iter, "rmse": rmse}
-
-    with ThreadPoolExecutor(max_workers=PARALLEL_FITS) as pool:
-        return list(pool.map(score, points))
-
-
-def study_iterations(
-    fit: DataFrame,
-    validation: DataFrame,
-    baseline: Baseline,
-    residuals: DataFrame,
-    scale: RatingScale,
-    *,
-    rank: int,
-    reg_param: float,
-    max_iter: int,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Return validation RMSE for 1..max_iter iterations at one (rank, regParam)."""
-
-    def score(iterations: int) -> dict[str, Any]:
-        rmse = _validation_rmse(
-            fit,
-            validation,
-            baseline,
-            residuals,
-            scale,
-            rank=rank,
-            reg_param=reg_param,
-            max_iter=iterations,
-            seed=seed,
-        )
-        return {"rank": rank, "regParam": reg_param, "maxIter": iterations, "rmse": rmse}
-
-    with ThreadPoolExecutor(max_workers=PARALLEL_FITS) as pool:
-        return list(pool.map(score, range(1, max_iter + 1)))
 
 
 def choose_list(
@@ -209,23 +114,31 @@ def choose_list(
     return ListSpec(best["strategy"], best["candidates"]), measured
 
 
-def plot_study(study: list[dict[str, Any]]) -> bytes:
-    """Return a PNG of validation RMSE against ALS iterations."""
+def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
+    """Return a PNG of validation RMSE against ALS iterations, one line per grid point."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=100)
+    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=100)
     try:
-        axes.plot([row["maxIter"] for row in study], [row["rmse"] for row in study], marker="o")
-        first = study[0]
-        axes.set_title(f"Validation RMSE, rank {first['rank']}, regParam {first['regParam']:g}")
+        for (rank, reg_param), rows in _curves(table).items():
+            is_chosen = (rank, reg_param) == (chosen["rank"], chosen["regParam"])
+            axes.plot(
+                [row["maxIter"] for row in rows],
+                [row["rmse"] for row in rows],
+                marker="o" if is_chosen else None,
+                linewidth=2.5 if is_chosen else 1.0,
+                label=f"rank {rank}, regParam {reg_param:g}" + (" (chosen)" if is_chosen else ""),
+            )
+        axes.set_title("Validation RMSE against ALS iterations")
         axes.set_xlabel("ALS iterations (maxIter)")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("RMSE")
         axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="x-small", ncol=2)
         buffer = io.BytesIO()
         figure.tight_layout()
         figure.savefig(buffer, format="png")
@@ -234,14 +147,20 @@ def plot_study(study: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def results_csv(grid: list[dict[str, Any]], study: list[dict[str, Any]]) -> str:
-    """Return the grid and study rows as CSV: kind, rank, regParam, maxIter, rmse."""
+def _curves(table: list[dict[str, Any]]) -> dict[tuple[int, float], list[dict[str, Any]]]:
+    curves: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for row in table:
+        curves.setdefault((row["rank"], row["regParam"]), []).append(row)
+    return curves
+
+
+def results_csv(table: list[dict[str, Any]]) -> str:
+    """Return the sweep table as CSV: rank, regParam, maxIter, rmse."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["kind", "rank", "regParam", "maxIter", "rmse"])
-    for kind, rows in (("grid", grid), ("iterations", study)):
-        for row in rows:
-            writer.writerow([kind, row["rank"], row["regParam"], row["maxIter"], row["rmse"]])
+    writer.writerow(["rank", "regParam", "maxIter", "rmse"])
+    for row in table:
+        writer.writerow([row["rank"], row["regParam"], row["maxIter"], row["rmse"]])
     return buffer.getvalue()
 
 
@@ -261,26 +180,30 @@ def run(context: StageContext) -> dict[str, Any]:
     residuals = baseline.residuals(fit).cache()
     residuals.count()
 
-    grid = search_grid(fit, validation, baseline, residuals, scale, params)
-    best = min(grid, key=lambda row: row["rmse"])
-    study = study_iterations(
-        fit,
-        validation,
-        baseline,
-        residuals,
-        scale,
-        rank=best["rank"],
-        reg_param=best["regParam"],
+    points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
+    sweep_started = time.monotonic()
+    table = sweep(
+        spark.sparkContext,
+        prepare_sweep(residuals, validation, baseline, scale),
+        points,
         max_iter=params.study_max_iter,
         seed=params.seed,
     )
-    best_study = min(study, key=lambda row: row["rmse"])
+    logger.info(
+        "tune: swept %d grid points over 1..%d iterations in %.1f s",
+        len(points),
+        params.study_max_iter,
+        time.monotonic() - sweep_started,
+    )
+    best = min(table, key=lambda row: row["rmse"])
     chosen = {
         "rank": best["rank"],
         "regParam": best["regParam"],
-        "maxIter": best_study["maxIter"],
-        "validation_rmse": best_study["rmse"],
+        "maxIter": best["maxIter"],
+        "validation_rmse": best["rmse"],
     }
+    grid = [row for row in table if row["maxIter"] == params.study_max_iter]
+    study = _curves(table)[(best["rank"], best["regParam"])]
     list_spec, lists = choose_list(fit, validation, baseline, scale, chosen, params)
     chosen["list"] = list_spec.to_dict()
     results = {
@@ -292,6 +215,7 @@ def run(context: StageContext) -> dict[str, Any]:
         },
         "grid": grid,
         "iterations": study,
+        "sweep": table,
         "lists": lists,
         "chosen": chosen,
     }
@@ -304,10 +228,10 @@ def run(context: StageContext) -> dict[str, Any]:
         spark, layout, "tune", inputs={"split": split}, parameters=parameters
     ) as commit:
         fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
-        fs.write_text(spark, commit.staging_path(TUNING_CSV), results_csv(grid, study))
-        fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_study(study))
+        fs.write_text(spark, commit.staging_path(TUNING_CSV), results_csv(table))
+        fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_sweep(table, chosen))
         commit.counts.update(
-            {"n_fit": n_fit, "n_validation": n_validation, "fits": len(grid) + len(study) + 1}
+            {"n_fit": n_fit, "n_validation": n_validation, "grid_points": len(points)}
         )
     for frame in (fit, validation, residuals, baseline.user_bias, baseline.movie_bias):
         frame.unpersist()

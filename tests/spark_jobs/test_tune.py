@@ -50,13 +50,27 @@ def test_grid_covers_every_point(tuned):
     assert points == {(2, 0.05), (2, 0.3), (4, 0.05), (4, 0.3)}
 
 
+def test_sweep_covers_every_iteration(tuned):
+    _, _, results = tuned
+    cells = {(row["rank"], row["regParam"], row["maxIter"]) for row in results["sweep"]}
+    assert len(cells) == len(results["sweep"]) == 2 * 2 * 3
+
+
 def test_chosen_point_has_lowest_rmse(tuned):
     _, _, results = tuned
-    best = min(results["grid"], key=lambda row: row["rmse"])
-    best_study = min(results["iterations"], key=lambda row: row["rmse"])
-    assert results["chosen"]["rank"] == best["rank"]
-    assert results["chosen"]["regParam"] == best["regParam"]
-    assert results["chosen"]["maxIter"] == best_study["maxIter"]
+    best = min(results["sweep"], key=lambda row: row["rmse"])
+    chosen = results["chosen"]
+    assert chosen["rank"] == best["rank"]
+    assert chosen["regParam"] == best["regParam"]
+    assert chosen["maxIter"] == best["maxIter"]
+    assert chosen["validation_rmse"] == best["rmse"]
+
+
+def test_study_is_chosen_points_curve(tuned):
+    _, _, results = tuned
+    chosen = results["chosen"]
+    points = {(row["rank"], row["regParam"]) for row in results["iterations"]}
+    assert points == {(chosen["rank"], chosen["regParam"])}
 
 
 def test_study_spans_one_to_max_iterations(tuned):
@@ -75,8 +89,8 @@ def test_csv_and_plot_are_written(spark, tuned):
     layout, _, results = tuned
     rows = list(csv.DictReader(io.StringIO(fs.read_text(spark, layout.path(tune.TUNING_CSV)))))
     plot = fs.read_bytes(spark, layout.tuning_plot)
-    assert len(rows) == len(results["grid"]) + len(results["iterations"])
-    assert {row["kind"] for row in rows} == {"grid", "iterations"}
+    assert len(rows) == len(results["sweep"])
+    assert list(rows[0]) == ["rank", "regParam", "maxIter", "rmse"]
     assert plot.startswith(PNG_SIGNATURE)
 
 
