@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 
 from pyspark.sql import SparkSession
@@ -80,7 +81,14 @@ def build_session(
             .config("spark.sql.shuffle.partitions", str(shuffle_partitions or max(4, 2 * cores)))
             .config("spark.sql.adaptive.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
+            # Each task already has a core of its own; NumPy's BLAS threads in the
+            # Python workers would only compete with the other tasks.
+            .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
+            .config("spark.executorEnv.OMP_NUM_THREADS", "1")
         )
+        # PySpark starts its Python workers with PYSPARK_PYTHON, or else whichever
+        # python3 is first on PATH, which may have another NumPy than the driver.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     context = spark.sparkContext
     context.setLogLevel("WARN")
