@@ -43,10 +43,15 @@ FACTOR_PREDICTION = "factor_prediction"
 DEFAULT_USER_DAMPING = 15.0
 DEFAULT_MOVIE_DAMPING = 10.0
 
-# ALS checkpoints its factor lineage every this many iterations, so 50 or more
-# iterations do not overflow the stack when the lineage is serialised. It needs
-# the session's checkpoint directory (spark_jobs.session sets one).
+# ALS checkpoints its factor lineage every CHECKPOINT_INTERVAL iterations, so 50
+# or more iterations do not overflow the stack when the lineage is serialised. It
+# needs the session's checkpoint directory (spark_jobs.session sets one). Each
+# checkpoint writes factors to disk, and Spark 3.5's explicit ALS also checkpoints
+# after its first iteration, so a fit no longer than one interval skips them.
+# Twenty unbroken iterations of rank 2 overflowed a task's stack in about half of
+# the runs on Spark 3.5.6 in local mode.
 CHECKPOINT_INTERVAL = 10
+UNCHECKPOINTED_MAX_ITER = CHECKPOINT_INTERVAL
 
 # Maximum ALS blocks. Each block is one task per iteration, so more blocks than
 # cores only adds scheduling cost on small data.
@@ -59,6 +64,11 @@ _MODEL_JSON = "model.json"
 _FACTORS = "factors"
 _USER_BIAS = "user_bias"
 _MOVIE_BIAS = "movie_bias"
+
+
+def checkpoint_interval(max_iter: int) -> int:
+    """Return ALS's checkpointInterval for a fit of ``max_iter`` iterations (-1 for none)."""
+    return -1 if max_iter <= UNCHECKPOINTED_MAX_ITER else CHECKPOINT_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,7 @@ def factor_estimator(
         alpha=alpha,
         nonnegative=False,
         coldStartStrategy="drop",
-        checkpointInterval=CHECKPOINT_INTERVAL,
+        checkpointInterval=checkpoint_interval(max_iter),
     )
     return estimator.setPredictionCol(FACTOR_PREDICTION)
 

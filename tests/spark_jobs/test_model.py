@@ -9,8 +9,10 @@ from pyspark.sql import functions as F
 
 from spark_jobs.model import DEFAULT_MOVIE_DAMPING
 from spark_jobs.model import DEFAULT_USER_DAMPING
+from spark_jobs.model import UNCHECKPOINTED_MAX_ITER
 from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
+from spark_jobs.model import checkpoint_interval
 from spark_jobs.model import fit_baseline
 from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
@@ -96,6 +98,21 @@ def test_fifty_iterations_do_not_overflow_stack(synthetic):
     # Without checkpoints the lineage of 50 iterations overflows the driver's stack.
     model = fit_rating_model(
         synthetic, rank=2, reg_param=0.1, max_iter=50, seed=1, scale=WHOLE_STARS
+    )
+    rmse, _ = rmse_and_mae(model.predict(synthetic))
+    assert not math.isnan(rmse)
+
+
+def test_longest_uncheckpointed_fit_succeeds(synthetic):
+    assert checkpoint_interval(UNCHECKPOINTED_MAX_ITER) == -1
+    assert checkpoint_interval(UNCHECKPOINTED_MAX_ITER + 1) > 0
+    model = fit_rating_model(
+        synthetic,
+        rank=2,
+        reg_param=0.1,
+        max_iter=UNCHECKPOINTED_MAX_ITER,
+        seed=1,
+        scale=WHOLE_STARS,
     )
     rmse, _ = rmse_and_mae(model.predict(synthetic))
     assert not math.isnan(rmse)
