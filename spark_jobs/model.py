@@ -187,12 +187,41 @@ def factor_estimator(
     return estimator.setPredictionCol(FACTOR_PREDICTION)
 
 
+@dataclass(frozen=True)
+class FactorTables:
+    """User and movie factors fitted outside Spark's ALS, in the shape of an ALSModel's.
+
+    ``userFactors`` and ``itemFactors`` have an ALSModel's columns (id int, features
+    array<float>) and names, so code written for an ALSModel reads them unchanged.
+    """
+
+    userFactors: DataFrame
+    itemFactors: DataFrame
+
+    def transform(self, pairs: DataFrame) -> DataFrame:
+        """Return ``pairs`` with the factor dot product; pairs of unknown users or movies drop."""
+        users = self.userFactors.select(
+            F.col("id").alias(USER), F.col("features").alias("_user_features")
+        )
+        movies = self.itemFactors.select(
+            F.col("id").alias(MOVIE), F.col("features").alias("_movie_features")
+        )
+        products = F.zip_with("_user_features", "_movie_features", lambda x, y: x * y)
+        dot = F.aggregate(products, F.lit(0.0), lambda total, value: total + value)
+        return (
+            pairs.join(users, USER)
+            .join(movies, MOVIE)
+            .withColumn(FACTOR_PREDICTION, dot.cast("float"))
+            .drop("_user_features", "_movie_features")
+        )
+
+
 @dataclass
 class RatingModel:
     """A fitted rating model: baseline biases plus ALS factors of the residuals."""
 
     baseline: Baseline
-    factors: ALSModel
+    factors: ALSModel | FactorTables
     scale: RatingScale
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.model import MOVIE_BIAS
 from spark_jobs.model import RESIDUAL
 from spark_jobs.model import USER_BIAS
 from spark_jobs.model import Baseline
+from spark_jobs.model import FactorTables
 from spark_jobs.model import RatingScale
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import RATING
@@ -76,8 +78,8 @@ class RatingsByRow:
 class SweepData:
     """Dense-indexed fit residuals, both ways round, and the validation ratings to score."""
 
-    n_users: int
-    n_movies: int
+    user_ids: np.ndarray
+    movie_ids: np.ndarray
     by_user: RatingsByRow
     by_movie: RatingsByRow
     validation_users: np.ndarray
@@ -87,6 +89,14 @@ class SweepData:
     validation_ratings: np.ndarray
     scale_min: float
     scale_max: float
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_movies(self) -> int:
+        return len(self.movie_ids)
 
     @property
     def n_validation(self) -> int:
@@ -137,8 +147,8 @@ def prepare(
     v_movie_index = _index_of(movie_ids, v_movies)
     known = (v_user_index >= 0) & (v_movie_index >= 0)
     return SweepData(
-        n_users=len(user_ids),
-        n_movies=len(movie_ids),
+        user_ids=user_ids,
+        movie_ids=movie_ids,
         by_user=RatingsByRow.of(user_index, movie_index, residual, len(user_ids)),
         by_movie=RatingsByRow.of(movie_index, user_index, residual, len(movie_ids)),
         validation_users=v_user_index[known].astype(np.int32),
@@ -247,10 +257,14 @@ def validation_rmse(data: SweepData, users: np.ndarray, movies: np.ndarray) -> f
     return float(np.sqrt(np.mean((prediction - data.validation_ratings) ** 2)))
 
 
-def rmse_by_iteration(
-    data: SweepData, *, rank: int, reg_param: float, max_iter: int, seed: int
-) -> list[float]:
-    """Fit ALS for ``max_iter`` iterations; return the validation RMSE after each one."""
+def fit_factors(
+    data: SweepData, *, rank: int, reg_param: float, max_iter: int, seed: int, scored: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Fit ALS for ``max_iter`` iterations.
+
+    Returns the user and movie factors and, when ``scored``, the validation RMSE
+    after each iteration.
+    """
     generator = np.random.default_rng(seed)
     users = initial_factors(data.n_users, rank, generator)
     movies = initial_factors(data.n_movies, rank, generator)
@@ -258,8 +272,40 @@ def rmse_by_iteration(
     for _ in range(max_iter):
         movies = solve_factors(data.by_movie, users, reg_param)
         users = solve_factors(data.by_user, movies, reg_param)
-        scores.append(validation_rmse(data, users, movies))
+        if scored:
+            scores.append(validation_rmse(data, users, movies))
+    return users, movies, scores
+
+
+def rmse_by_iteration(
+    data: SweepData, *, rank: int, reg_param: float, max_iter: int, seed: int
+) -> list[float]:
+    """Fit ALS for ``max_iter`` iterations; return the validation RMSE after each one."""
+    _, _, scores = fit_factors(
+        data, rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed
+    )
     return scores
+
+
+def factor_tables(
+    spark: SparkSession, data: SweepData, *, rank: int, reg_param: float, max_iter: int, seed: int
+) -> FactorTables:
+    """Fit ALS on the driver and return its factors as DataFrames shaped like an ALSModel's."""
+    users, movies, _ = fit_factors(
+        data, rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed, scored=False
+    )
+    return FactorTables(
+        userFactors=_factor_frame(spark, data.user_ids, users),
+        itemFactors=_factor_frame(spark, data.movie_ids, movies),
+    )
+
+
+def _factor_frame(spark: SparkSession, ids: np.ndarray, factors: np.ndarray) -> DataFrame:
+    rows = [
+        (int(identifier), vector.tolist())
+        for identifier, vector in zip(ids, factors.astype(np.float32), strict=True)
+    ]
+    return spark.createDataFrame(rows, "id int, features array<float>")
 
 
 def sweep(

@@ -27,15 +27,17 @@ from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.model import Baseline
+from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_baseline
 from spark_jobs.model import fit_ranking_model
-from spark_jobs.model import fit_rating_model
 from spark_jobs.params import Parameters
 from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.stages.split import random_split
 from spark_jobs.stages.split import rating_scale
 from spark_jobs.steps import STAGE_PARAMETERS
+from spark_jobs.sweep import SweepData
+from spark_jobs.sweep import factor_tables
 from spark_jobs.sweep import prepare as prepare_sweep
 from spark_jobs.sweep import sweep
 from spark_jobs.topk import IMPLICIT_ORDER
@@ -66,6 +68,7 @@ def choose_list(
     validation: DataFrame,
     baseline: Baseline,
     scale: RatingScale,
+    data: SweepData,
     chosen: dict[str, Any],
     params: Parameters,
 ) -> tuple[ListSpec, list[dict[str, Any]]]:
@@ -74,18 +77,19 @@ def choose_list(
     Only the lists shown in predicted-rating order (``rating`` and ``reranked``) can
     become the default, so the default list always reads from the highest predicted
     rating down. ``implicit`` is measured for comparison. The eligible list with the
-    best precision@k wins, and NDCG@k breaks ties.
+    best precision@k wins, and NDCG@k breaks ties. The rating model's factors come
+    from the sweep's solver at the chosen point, which costs a fraction of a Spark fit.
     """
     k = params.top_k
-    rating_model = fit_rating_model(
-        fit,
+    factors = factor_tables(
+        fit.sparkSession,
+        data,
         rank=chosen["rank"],
         reg_param=chosen["regParam"],
         max_iter=chosen["maxIter"],
         seed=params.seed,
-        scale=scale,
-        baseline=baseline,
     )
+    rating_model = RatingModel(baseline, factors, scale)
     ranking_model = fit_ranking_model(
         fit,
         rank=params.implicit_rank,
@@ -182,9 +186,10 @@ def run(context: StageContext) -> dict[str, Any]:
 
     points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
     sweep_started = time.monotonic()
+    data = prepare_sweep(residuals, validation, baseline, scale)
     table = sweep(
         spark.sparkContext,
-        prepare_sweep(residuals, validation, baseline, scale),
+        data,
         points,
         max_iter=params.study_max_iter,
         seed=params.seed,
@@ -204,7 +209,7 @@ def run(context: StageContext) -> dict[str, Any]:
     }
     grid = [row for row in table if row["maxIter"] == params.study_max_iter]
     study = _curves(table)[(best["rank"], best["regParam"])]
-    list_spec, lists = choose_list(fit, validation, baseline, scale, chosen, params)
+    list_spec, lists = choose_list(fit, validation, baseline, scale, data, chosen, params)
     chosen["list"] = list_spec.to_dict()
     results = {
         "validation": {

@@ -145,3 +145,25 @@ def test_sweep_rmse_matches_spark_als(spark, ml_latest_small):
         )
         theirs, _ = rmse_and_mae(model.predict(validation))
         assert abs(ours - theirs) < 0.01, (iterations, ours, theirs)
+
+
+@pytest.mark.spark
+def test_factor_tables_predict_like_arrays(spark):
+    schema = "userId int, movieId int, rating float, timestamp long"
+    fit = spark.createDataFrame(synthetic_ratings(), schema)
+    baseline = fit_baseline(fit)
+    data = sweep.prepare(baseline.residuals(fit), fit, baseline, RatingScale(1.0, 5.0))
+    tables = sweep.factor_tables(spark, data, rank=3, reg_param=0.1, max_iter=4, seed=9)
+    users, movies, _ = sweep.fit_factors(
+        data, rank=3, reg_param=0.1, max_iter=4, seed=9, scored=False
+    )
+    pairs = spark.createDataFrame([(1, 2), (5, 3), (999, 1)], "userId int, movieId int")
+    scored = {
+        (row["userId"], row["movieId"]): row["factor_prediction"]
+        for row in tables.transform(pairs).collect()
+    }
+    assert set(scored) == {(1, 2), (5, 3)}
+    for (user, movie), value in scored.items():
+        user_row = int(np.searchsorted(data.user_ids, user))
+        movie_row = int(np.searchsorted(data.movie_ids, movie))
+        assert value == pytest.approx(float(users[user_row] @ movies[movie_row]), abs=1e-4)
