@@ -47,7 +47,7 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "reg_param": (float, "ALS regularisation (regParam), at least 0"),
     "max_iter": (int, "ALS iterations, at least 1"),
     "top_k": (int, "movies recommended per user, at least 1"),
-    "study_max_iter": (int, "largest iteration count in the RMSE-against-iterations study"),
+    "study_max_iter": (int, "iterations per grid point in tune, scored after each one; at least 1"),
     "rank_grid": (_int_list, "comma-separated ranks searched by tune"),
     "reg_grid": (_float_list, "comma-separated regParam values searched by tune"),
     "max_quarantine_fraction": (
@@ -75,10 +75,30 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Options whose default gives way to tune's choice when the run directory has one.
+TUNED_OPTIONS = ("rank", "reg_param", "max_iter")
+
+
+def _default_text(name: str) -> str:
+    value = getattr(Parameters(), name)
+    if isinstance(value, tuple):
+        value = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    if name in TUNED_OPTIONS:
+        return f"default: tune's choice, or {value} when tune has not run"
+    return f"default: {value}"
+
+
 def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
         value_type, help_text = PARAMETER_OPTIONS[name]
-        parser.add_argument(option_name(name), dest=name, type=value_type, help=help_text)
+        parser.add_argument(
+            option_name(name),
+            dest=name,
+            type=value_type,
+            help=f"{help_text} ({_default_text(name)})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,3 +108,20 @@ def test_cli_dataset_name_is_not_a_path(session_calls, tmp_path, monkeypatch):
     with pytest.raises(SessionStarted):
         cli.main(["load", "--source", "ml-100k", "--output", "ml-100k-run"])
     assert len(session_calls) == 1
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["tune", "--help"])
+    assert raised.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--rank-grid RANK_GRID comma-separated ranks searched by tune (default: 8,16,32)" in text
+    assert "(default: 0.05,0.1,0.2)" in text
+    assert "(default: 42)" in text
+
+
+def test_help_names_tuned_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: tune's choice, or 10 when tune has not run" in text
