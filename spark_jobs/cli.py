@@ -101,6 +101,19 @@ def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]
         )
 
 
+def input_uris(args: argparse.Namespace) -> list[str]:
+    """Return what the command reads first: its source and split files, or the loaded ratings."""
+    if args.command in ("load", "pipeline"):
+        if args.source is None:
+            from spark_jobs.stages.load import builtin_sample_path
+
+            uris = [builtin_sample_path()]
+        else:
+            uris = [args.source]
+        return uris + [uri for uri in (getattr(args, "train", None), getattr(args, "test", None)) if uri]
+    return [RunLayout(args.output).ratings]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spark_jobs", description=__doc__)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
@@ -262,8 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = validate_args(args)
         from spark_jobs.session import build_session
+        from spark_jobs.session import local_input_bytes
 
-        spark = build_session(f"spark_jobs {args.command}", master=args.master)
+        spark = build_session(
+            f"spark_jobs {args.command}",
+            master=args.master,
+            input_bytes=local_input_bytes(input_uris(args)),
+        )
         if args.command == "pipeline":
             summary = run_pipeline(spark, args, parser)
         else:
