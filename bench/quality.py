@@ -281,7 +281,11 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__)
     parser.add_argument("--movielens", default=str(DEFAULT_MOVIELENS))
-    parser.add_argument("--work", default=str(RESULTS / "tmp" / "quality"))
+    parser.add_argument(
+        "--work",
+        default="/tmp/bench-data/quality",
+        help="run directories and copies of the loaded data, kept out of the repository",
+    )
     parser.add_argument(
         "--protocols",
         default=",".join(PROTOCOLS),
