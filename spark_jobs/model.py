@@ -199,7 +199,7 @@ class FactorTables:
     itemFactors: DataFrame
 
     def transform(self, pairs: DataFrame) -> DataFrame:
-        """Return ``pairs`` with the factor dot product; pairs of unknown users or movies drop."""
+        """Return ``pairs`` with the factor dot product. Pairs of unknown users or movies are dropped."""
         users = self.userFactors.select(
             F.col("id").alias(USER), F.col("features").alias("_user_features")
         )

@@ -21,11 +21,11 @@ MIN_DRIVER_MEMORY_MB = 1024
 # Local runs whose input files total less than this use SHORT_RUN_JAVA_OPTIONS.
 SHORT_RUN_INPUT_BYTES = 64 * 1024 * 1024
 
-# In a pipeline run on ml-latest-small (Spark 3.5.6, Java 17, 2 cores) the JIT
-# compiler threads used about 55 of the JVM's 85 CPU-seconds. The C1 compiler
-# alone compiles far more cheaply, at the cost of slower code in long hot loops,
-# which only large inputs have. C1's frames are larger, and ALS's lineage overflowed
-# the default thread stack under C1, hence the larger stack.
+# Sampled part-way through a pipeline run on ml-latest-small (Spark 3.5.6, Java 17,
+# 2 cores), the JIT compiler threads had used about 55 of the JVM's 85 CPU-seconds.
+# The C1 compiler alone compiles far more cheaply, at the cost of slower code in
+# long hot loops, which only large inputs have. C1's frames are larger, and ALS's
+# lineage overflowed the default thread stack under C1, hence the larger stack.
 SHORT_RUN_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -Xss16m"
 
 

@@ -14,9 +14,8 @@ solves the movie factors, then the user factors. The random start differs from
 Spark's. So the RMSE after k iterations is close to a Spark fit's but not equal,
 and a test compares the two on MovieLens.
 
-Each grid point is one Spark task running NumPy on a broadcast copy of the ratings,
-so every executor (and each Python worker in it) holds the ratings once: about
-24 bytes per training rating. That suits the MovieLens catalogues up to ml-32m on
+Each grid point is one Spark task running NumPy on a broadcast copy of the ratings.
+Every Python worker loads its own copy, at about 24 bytes per training rating. That suits the MovieLens catalogues up to ml-32m on
 executors with a few GiB; beyond that, train with explicit ``--rank``,
 ``--reg-param`` and ``--max-iter`` instead of tuning.
 """
@@ -43,7 +42,7 @@ from spark_jobs.schema import MOVIE
 from spark_jobs.schema import RATING
 from spark_jobs.schema import USER
 
-# Upper bound on the float64 values in one batch of outer products (64 MiB).
+# Upper bound on the float64 values in one batch of padded factors (64 MiB).
 GRAM_BATCH_VALUES = 8 * 1024 * 1024
 
 BASE = "base"
@@ -134,7 +133,7 @@ def prepare(
         residuals, [USER, MOVIE, RESIDUAL], [np.int64, np.int64, np.float32]
     )
     if len(residual) == 0:
-        raise ValueError("cannot tune on an empty fit set")
+        raise ValueError("the fit set is empty, so tune has no ratings to fit ALS on")
     user_ids, user_index = np.unique(users, return_inverse=True)
     movie_ids, movie_index = np.unique(movies, return_inverse=True)
 
@@ -177,7 +176,7 @@ def _row_batches(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
     """Yield batches of row numbers whose rating counts share a power-of-two width.
 
     A batch is padded to its width, so padding at most doubles the work, and its
-    padded factors hold at most GRAM_BATCH_VALUES values unless one row alone is
+    padded factors contain at most GRAM_BATCH_VALUES values unless one row alone is
     wider.
     """
     widths = np.left_shift(1, np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
@@ -214,8 +213,8 @@ def solve_factors(ratings: RatingsByRow, fixed: np.ndarray, reg_param: float) ->
                 factors[rows] = _solve_through_factors(others, values, penalty)
         except np.linalg.LinAlgError as error:
             raise SingularSystemError(
-                f"ALS normal equations are singular at regParam {reg_param:g}; "
-                f"use a regParam above 0"
+                f"ALS normal equations are singular at regParam {reg_param:g}. "
+                f"Use a regParam above 0."
             ) from error
     return factors
 
@@ -280,7 +279,7 @@ def fit_factors(
 def rmse_by_iteration(
     data: SweepData, *, rank: int, reg_param: float, max_iter: int, seed: int
 ) -> list[float]:
-    """Fit ALS for ``max_iter`` iterations; return the validation RMSE after each one."""
+    """Return the validation RMSE after each of ``max_iter`` ALS iterations."""
     _, _, scores = fit_factors(
         data, rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed
     )
