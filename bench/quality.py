@@ -104,12 +104,17 @@ def ml100k_folds(spark, movielens: Path, work: Path) -> dict[str, Any]:
         run_stage(spark, ["split", "--output", str(run), "--train", str(base), "--test", str(test)])
         run_stage(spark, ["tune", "--output", str(run)])
         train = run_stage(spark, ["train", "--output", str(run)])
+        tuning = json.loads((run / "tuning" / "results.json").read_text())
         folds.append(
             {
                 "fold": f"u{fold}",
                 "rmse": train["rmse"],
                 "mae": train["mae"],
                 "params": train["params"],
+                "validation_rmse": {
+                    entry["model"]: entry.get("validation_rmse")
+                    for entry in tuning["rating_models"]
+                },
                 "seconds": round(time.monotonic() - fold_started, 1),
             }
         )
@@ -256,12 +261,19 @@ def markdown(results: dict[str, Any]) -> str:
             )
     lines += ["", "Targets: " + json.dumps(TARGETS), ""]
     if "ml100k_folds" in results["protocols"]:
-        lines += ["| fold | RMSE | rank | regParam | maxIter |", "|---|---|---|---|---|"]
+        lines += [
+            "| fold | test RMSE | rating model | parameters | validation RMSE, ALS "
+            "| validation RMSE, Bayesian |",
+            "|---|---|---|---|---|---|",
+        ]
         for fold in results["protocols"]["ml100k_folds"]["folds"]:
-            params = fold["params"]
+            params = dict(fold["params"])
+            model = params.pop("model", "als")
+            settings = ", ".join(f"{key} {value}" for key, value in params.items())
+            validation = fold.get("validation_rmse", {})
             lines.append(
-                f"| {fold['fold']} | {fold['rmse']:.4f} | {params['rank']} "
-                f"| {params['regParam']} | {params['maxIter']} |"
+                f"| {fold['fold']} | {fold['rmse']:.4f} | {model} | {settings} "
+                f"| {cell(validation.get('als'))} | {cell(validation.get('bayes'))} |"
             )
         lines.append("")
     if "ml100k_per_user" in results["protocols"]:

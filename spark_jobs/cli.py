@@ -58,6 +58,13 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "implicit_reg_param": (float, "regParam of the implicit-feedback ranking model, at least 0"),
     "implicit_max_iter": (int, "iterations of the implicit-feedback ranking model, at least 1"),
     "implicit_alpha": (float, "confidence weight per rating point of the ranking model, >= 0"),
+    "rating_model": (
+        str,
+        "rating model train fits: als (biases plus ALS on the residuals) or bayes "
+        "(Bayesian factorisation by Gibbs sampling)",
+    ),
+    "bayes_rank": (int, "latent factors of the Bayesian rating model, at least 1"),
+    "bayes_samples": (int, "Gibbs samples of the Bayesian rating model; the first fifth are burn-in"),
     "ordering": (
         str,
         "top-k list to write: default (the list tune measured best), rating (every unrated "
@@ -76,7 +83,7 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 # Options whose default gives way to tune's choice when the run directory has one.
-TUNED_OPTIONS = ("rank", "reg_param", "max_iter")
+TUNED_OPTIONS = ("rank", "reg_param", "max_iter", "rating_model")
 
 
 def _default_text(name: str) -> str:

@@ -5,6 +5,10 @@ dataset's rating scale. The biases absorb how generous a user is and how well li
 movie is, so ALS only has to model the interaction between the two. A prediction outside
 the scale can only be further from the true rating than the nearest end, so it is clipped.
 
+``spark_jobs.bayes`` fits the other rating model, a Bayesian factorisation whose
+posterior means fill the same RatingModel. Tune picks whichever scores better on
+validation ratings.
+
 The ranking model is ALS on implicit feedback, where every rating is a positive signal.
 It ranks unseen movies far better than the rating model, and the rating model then
 predicts how much a user would like each of them.
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+import numpy as np
 from pyspark.ml.recommendation import ALS
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
@@ -60,10 +65,21 @@ MAX_BLOCKS = 10
 # Implicit-feedback confidence is 1 + alpha * rating.
 DEFAULT_IMPLICIT_ALPHA = 1.0
 
+ALS_KIND = "als"
+BAYES_KIND = "bayes"
+MODEL_DESCRIPTIONS = {
+    ALS_KIND: "biases plus ALS on residuals",
+    BAYES_KIND: "Bayesian matrix factorisation: posterior means of biases and factors (Gibbs sampling)",
+}
+
 _MODEL_JSON = "model.json"
+_ALS_MODEL_FORMAT = "als_model"
+_TABLES_FORMAT = "parquet_tables"
 _FACTORS = "factors"
 _USER_BIAS = "user_bias"
 _MOVIE_BIAS = "movie_bias"
+_USER_FACTORS = "user_factors"
+_ITEM_FACTORS = "item_factors"
 
 
 def checkpoint_interval(max_iter: int) -> int:
@@ -198,6 +214,37 @@ class FactorTables:
     userFactors: DataFrame
     itemFactors: DataFrame
 
+    @classmethod
+    def of(
+        cls,
+        spark: SparkSession,
+        user_ids: np.ndarray,
+        user_factors: np.ndarray,
+        movie_ids: np.ndarray,
+        movie_factors: np.ndarray,
+    ) -> FactorTables:
+        """Return tables of NumPy factors, one row per id, in the order given."""
+        return cls(
+            userFactors=_factor_frame(spark, user_ids, user_factors),
+            itemFactors=_factor_frame(spark, movie_ids, movie_factors),
+        )
+
+    @property
+    def rank(self) -> int:
+        first = self.itemFactors.select("features").first()
+        return 0 if first is None else len(first["features"])
+
+    def save(self, uri: str) -> None:
+        self.userFactors.write.mode("overwrite").parquet(join_uri(uri, _USER_FACTORS))
+        self.itemFactors.write.mode("overwrite").parquet(join_uri(uri, _ITEM_FACTORS))
+
+    @classmethod
+    def load(cls, spark: SparkSession, uri: str) -> FactorTables:
+        return cls(
+            userFactors=spark.read.parquet(join_uri(uri, _USER_FACTORS)),
+            itemFactors=spark.read.parquet(join_uri(uri, _ITEM_FACTORS)),
+        )
+
     def transform(self, pairs: DataFrame) -> DataFrame:
         """Return ``pairs`` with the factor dot product. Pairs of unknown users or movies are dropped."""
         users = self.userFactors.select(
@@ -214,6 +261,14 @@ class FactorTables:
             .withColumn(FACTOR_PREDICTION, dot.cast("float"))
             .drop("_user_features", "_movie_features")
         )
+
+
+def _factor_frame(spark: SparkSession, ids: np.ndarray, factors: np.ndarray) -> DataFrame:
+    rows = [
+        (int(identifier), vector.tolist())
+        for identifier, vector in zip(ids, factors.astype(np.float32), strict=True)
+    ]
+    return spark.createDataFrame(rows, "id int, features array<float>")
 
 
 @dataclass
@@ -244,13 +299,26 @@ class RatingModel:
             USER_BIAS, MOVIE_BIAS, FACTOR_PREDICTION
         )
 
+    @property
+    def kind(self) -> str:
+        """``als`` for biases plus ALS on the residuals, or the ``model`` named in params."""
+        return str(self.params.get("model", ALS_KIND))
+
     def save(self, spark: SparkSession, uri: str) -> None:
         """Write the factors, bias tables and model.json under ``uri`` (any Hadoop URI)."""
-        self.factors.write().overwrite().save(join_uri(uri, _FACTORS))
+        factors_uri = join_uri(uri, _FACTORS)
+        if isinstance(self.factors, ALSModel):
+            self.factors.write().overwrite().save(factors_uri)
+            factors_format = _ALS_MODEL_FORMAT
+        else:
+            self.factors.save(factors_uri)
+            factors_format = _TABLES_FORMAT
         self.baseline.user_bias.write.mode("overwrite").parquet(join_uri(uri, _USER_BIAS))
         self.baseline.movie_bias.write.mode("overwrite").parquet(join_uri(uri, _MOVIE_BIAS))
         description = {
-            "kind": "biases plus ALS on residuals",
+            "kind": MODEL_DESCRIPTIONS.get(self.kind, self.kind),
+            "model": self.kind,
+            "factors_format": factors_format,
             "global_mean": self.baseline.global_mean,
             "scale": self.scale.to_dict(),
             "params": self.params,
@@ -267,7 +335,12 @@ class RatingModel:
             movie_bias=spark.read.parquet(join_uri(uri, _MOVIE_BIAS)).cache(),
         )
         scale = RatingScale(description["scale"]["min"], description["scale"]["max"])
-        factors = ALSModel.load(join_uri(uri, _FACTORS))
+        factors_uri = join_uri(uri, _FACTORS)
+        factors: ALSModel | FactorTables
+        if description.get("factors_format", _ALS_MODEL_FORMAT) == _TABLES_FORMAT:
+            factors = FactorTables.load(spark, factors_uri)
+        else:
+            factors = ALSModel.load(factors_uri)
         return cls(baseline, factors, scale, dict(description.get("params", {})))
 
 
@@ -296,7 +369,9 @@ def fit_rating_model(
         rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed, blocks=block_count(spark)
     )
     factors = estimator.fit(residuals)
-    params = {"rank": rank, "regParam": reg_param, "maxIter": max_iter, "seed": seed}
+    params = {
+        "model": ALS_KIND, "rank": rank, "regParam": reg_param, "maxIter": max_iter, "seed": seed
+    }
     return RatingModel(baseline, factors, scale, params)
 
 

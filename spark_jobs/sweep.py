@@ -142,8 +142,8 @@ def prepare(
     v_users, v_movies, v_ratings, v_base = collect_arrays(
         scored, [USER, MOVIE, RATING, BASE], [np.int64, np.int64, np.float64, np.float64]
     )
-    v_user_index = _index_of(user_ids, v_users)
-    v_movie_index = _index_of(movie_ids, v_movies)
+    v_user_index = index_of(user_ids, v_users)
+    v_movie_index = index_of(movie_ids, v_movies)
     known = (v_user_index >= 0) & (v_movie_index >= 0)
     return SweepData(
         user_ids=user_ids,
@@ -159,7 +159,7 @@ def prepare(
     )
 
 
-def _index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Return each id's position in ``sorted_ids``, or -1 where it is absent."""
     positions = np.searchsorted(sorted_ids, ids)
     positions = np.minimum(positions, len(sorted_ids) - 1)
@@ -172,7 +172,7 @@ def initial_factors(count: int, rank: int, generator: np.random.Generator) -> np
     return factors / np.linalg.norm(factors, axis=1, keepdims=True)
 
 
-def _row_batches(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
+def row_batches(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
     """Yield batches of row numbers whose rating counts share a power-of-two width.
 
     A batch is padded to its width, so padding at most doubles the work, and its
@@ -198,7 +198,7 @@ def solve_factors(ratings: RatingsByRow, fixed: np.ndarray, reg_param: float) ->
     rank = fixed.shape[1]
     counts = ratings.counts
     factors = np.empty((len(counts), rank))
-    for rows in _row_batches(counts, rank):
+    for rows in row_batches(counts, rank):
         width = int(counts[rows].max())
         offsets = np.arange(width)
         present = offsets < counts[rows][:, None]
@@ -293,18 +293,7 @@ def factor_tables(
     users, movies, _ = fit_factors(
         data, rank=rank, reg_param=reg_param, max_iter=max_iter, seed=seed, scored=False
     )
-    return FactorTables(
-        userFactors=_factor_frame(spark, data.user_ids, users),
-        itemFactors=_factor_frame(spark, data.movie_ids, movies),
-    )
-
-
-def _factor_frame(spark: SparkSession, ids: np.ndarray, factors: np.ndarray) -> DataFrame:
-    rows = [
-        (int(identifier), vector.tolist())
-        for identifier, vector in zip(ids, factors.astype(np.float32), strict=True)
-    ]
-    return spark.createDataFrame(rows, "id int, features array<float>")
+    return FactorTables.of(spark, data.user_ids, users, data.movie_ids, movies)
 
 
 def sweep(

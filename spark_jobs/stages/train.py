@@ -1,7 +1,9 @@
 """Train stage: fit the final rating and ranking models on the whole training split.
 
-Parameters come from the command line when given there, else from the tune stage's
-choice when this run has one, else from the defaults. The rating model is scored
+The rating model is ALS on the bias residuals or the Bayesian factorisation of
+``spark_jobs.bayes``. Parameters, and which rating model, come from the command
+line when given there, else from the tune stage's choice when this run has one,
+else from the defaults. The rating model is scored
 on the test split: RMSE and MAE over the test rows whose user and movie appear in
 training. The others (cold start) are dropped and counted, so RMSE is never NaN.
 """
@@ -12,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from spark_jobs import bayes
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import Manifest
@@ -20,6 +23,9 @@ from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.errors import InputDataError
 from spark_jobs.layout import join_uri
+from spark_jobs.model import ALS_KIND
+from spark_jobs.model import BAYES_KIND
+from spark_jobs.model import MODEL_DESCRIPTIONS
 from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
@@ -45,19 +51,31 @@ DEFAULT_LIST_STRATEGY = RERANKED
 def chosen_settings(
     context: StageContext,
 ) -> tuple[dict[str, Any], dict[str, Any], Manifest | None]:
-    """Return (ALS parameters, list spec dict, tune manifest or None).
+    """Return (rating model and ALS parameters, list spec dict, tune manifest or None).
 
     An option given on the command line wins over tune's choice, which wins over the
     default.
     """
     spark, layout, params = context.spark, context.layout, context.params
-    settings = {"rank": params.rank, "regParam": params.reg_param, "maxIter": params.max_iter}
+    settings = {
+        "model": params.rating_model,
+        "rank": params.rank,
+        "regParam": params.reg_param,
+        "maxIter": params.max_iter,
+    }
     list_spec = ListSpec(DEFAULT_LIST_STRATEGY, params.top_k)
     tune = None
     if fs.exists(spark, layout.manifest("tune")):
         tune = read_manifest(spark, layout, "tune")
         chosen = fs.read_json(spark, layout.tuning_results)["chosen"]
-        for field, key in (("rank", "rank"), ("reg_param", "regParam"), ("max_iter", "maxIter")):
+        chosen.setdefault("model", ALS_KIND)
+        tuned = (
+            ("rating_model", "model"),
+            ("rank", "rank"),
+            ("reg_param", "regParam"),
+            ("max_iter", "maxIter"),
+        )
+        for field, key in tuned:
             if field not in context.explicit:
                 settings[key] = chosen[key]
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
@@ -79,14 +97,27 @@ def run(context: StageContext) -> dict[str, Any]:
     train = spark.read.parquet(layout.split_train).cache()
     test = spark.read.parquet(layout.split_test)
     n_train = train.count()
-    rating_model = fit_rating_model(
-        train,
-        rank=settings["rank"],
-        reg_param=settings["regParam"],
-        max_iter=settings["maxIter"],
-        seed=params.seed,
-        scale=scale,
-    )
+    if settings["model"] == BAYES_KIND:
+        chain = bayes.ChainSettings(
+            rank=params.bayes_rank,
+            samples=params.bayes_samples,
+            burn_in=params.bayes_burn_in,
+            seed=params.seed,
+        )
+        settings = {"model": BAYES_KIND, **chain.to_dict()}
+        data = bayes.prepare(train, None, scale)
+        posterior = bayes.run_chain(spark.sparkContext, data, chain)
+        rating_model = bayes.rating_model(spark, data, posterior, scale, chain)
+    else:
+        settings = {key: settings[key] for key in ("model", "rank", "regParam", "maxIter")}
+        rating_model = fit_rating_model(
+            train,
+            rank=settings["rank"],
+            reg_param=settings["regParam"],
+            max_iter=settings["maxIter"],
+            seed=params.seed,
+            scale=scale,
+        )
     predictions = rating_model.predict(test).cache()
     n_test = test.count()
     n_scored = predictions.count()
@@ -114,6 +145,7 @@ def run(context: StageContext) -> dict[str, Any]:
         "n_test": n_test,
         "n_test_scored": n_scored,
         "n_test_cold_start_dropped": n_test - n_scored,
+        "rating_model": {"kind": MODEL_DESCRIPTIONS[settings["model"]], **settings},
         "params": settings,
         "params_source": "tune" if tune is not None else "command line and defaults",
         "ranking_model": {
@@ -143,11 +175,10 @@ def run(context: StageContext) -> dict[str, Any]:
         )
     train.unpersist()
     logger.info(
-        "train: rank %d, regParam %g, maxIter %d on %d ratings; test RMSE %.4f, MAE %.4f over "
+        "train: %s rating model %s on %d ratings; test RMSE %.4f, MAE %.4f over "
         "%d of %d rows (%d cold start) in %.1f s",
-        settings["rank"],
-        settings["regParam"],
-        settings["maxIter"],
+        settings["model"],
+        {key: value for key, value in settings.items() if key != "model"},
         n_train,
         rmse,
         mae,

@@ -7,7 +7,10 @@ never read. Tune fits the bias baseline once, then:
    of the grid, scored on the validation ratings after each of 1..study_max_iter
    iterations. The lowest validation RMSE in that table picks rank, regParam and
    maxIter, and its row of the table is the course's RMSE-against-iterations study;
-2. the implicit-feedback ranking model, and precision@k of each way to build the
+2. at the same time, the Bayesian rating model (``spark_jobs.bayes``) on the same
+   fit set, unless the fit set is larger than ``bayes.MAX_RATINGS``. The rating
+   model with the lower validation RMSE is the one train fits;
+3. the implicit-feedback ranking model, and precision@k of each way to build the
    top-k list on the validation ratings, which picks the default list.
 """
 
@@ -17,15 +20,19 @@ import csv
 import io
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyspark.sql import DataFrame
 
+from spark_jobs import bayes
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
+from spark_jobs.model import ALS_KIND
+from spark_jobs.model import BAYES_KIND
 from spark_jobs.model import Baseline
 from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
@@ -63,24 +70,18 @@ def validation_split(train: DataFrame, params: Parameters) -> tuple[DataFrame, D
     return random_split(train, params.validation_fraction, params.seed + 1)
 
 
-def choose_list(
+def als_rating_model(
     fit: DataFrame,
-    validation: DataFrame,
     baseline: Baseline,
     scale: RatingScale,
     data: SweepData,
     chosen: dict[str, Any],
     params: Parameters,
-) -> tuple[ListSpec, list[dict[str, Any]]]:
-    """Measure each way to build the top-k list on the validation ratings and pick the best.
+) -> RatingModel:
+    """Return the ALS rating model at the chosen grid point, fitted by the sweep's solver.
 
-    Only the lists shown in predicted-rating order (``rating`` and ``reranked``) can
-    become the default, so the default list always reads from the highest predicted
-    rating down. ``implicit`` is measured for comparison. The eligible list with the
-    best precision@k wins, and NDCG@k breaks ties. The rating model's factors come
-    from the sweep's solver at the chosen point, which costs a fraction of a Spark fit.
+    It costs a fraction of a Spark fit.
     """
-    k = params.top_k
     factors = factor_tables(
         fit.sparkSession,
         data,
@@ -89,7 +90,23 @@ def choose_list(
         max_iter=chosen["maxIter"],
         seed=params.seed,
     )
-    rating_model = RatingModel(baseline, factors, scale)
+    return RatingModel(baseline, factors, scale)
+
+
+def choose_list(
+    fit: DataFrame,
+    validation: DataFrame,
+    rating_model: RatingModel,
+    params: Parameters,
+) -> tuple[ListSpec, list[dict[str, Any]]]:
+    """Measure each way to build the top-k list on the validation ratings and pick the best.
+
+    Only the lists shown in predicted-rating order (``rating`` and ``reranked``) can
+    become the default, so the default list always reads from the highest predicted
+    rating down. ``implicit`` is measured for comparison. The eligible list with the
+    best precision@k wins, and NDCG@k breaks ties.
+    """
+    k = params.top_k
     ranking_model = fit_ranking_model(
         fit,
         rank=params.implicit_rank,
@@ -116,6 +133,33 @@ def choose_list(
     eligible = [entry for entry in measured if entry["strategy"] != IMPLICIT_ORDER]
     best = max(eligible, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
     return ListSpec(best["strategy"], best["candidates"]), measured
+
+
+def bayes_settings(params: Parameters) -> bayes.ChainSettings:
+    return bayes.ChainSettings(
+        rank=params.bayes_rank,
+        samples=params.bayes_samples,
+        burn_in=params.bayes_burn_in,
+        seed=params.seed,
+    )
+
+
+def score_bayes(
+    fit: DataFrame, validation: DataFrame, scale: RatingScale, settings: bayes.ChainSettings
+) -> tuple[bayes.BayesData, bayes.Posterior, float]:
+    """Sample the Bayesian model on the fit set; return its data, posterior and validation RMSE."""
+    started = time.monotonic()
+    data = bayes.prepare(fit, validation, scale)
+    posterior = bayes.run_chain(fit.sparkSession.sparkContext, data, settings)
+    rmse = bayes.validation_rmse(data, posterior)
+    logger.info(
+        "tune: Bayesian model, rank %d, %d samples -> validation RMSE %.4f in %.1f s",
+        settings.rank,
+        settings.samples,
+        rmse,
+        time.monotonic() - started,
+    )
+    return data, posterior, rmse
 
 
 def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
@@ -185,15 +229,23 @@ def run(context: StageContext) -> dict[str, Any]:
     residuals.count()
 
     points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
+    settings = bayes_settings(params)
+    with_bayes = n_fit <= bayes.MAX_RATINGS
     sweep_started = time.monotonic()
     data = prepare_sweep(residuals, validation, baseline, scale)
-    table = sweep(
-        spark.sparkContext,
-        data,
-        points,
-        max_iter=params.study_max_iter,
-        seed=params.seed,
-    )
+    # The sampler is one long task: it starts first and runs beside the sweep's tasks.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sampled = (
+            pool.submit(score_bayes, fit, validation, scale, settings) if with_bayes else None
+        )
+        table = sweep(
+            spark.sparkContext,
+            data,
+            points,
+            max_iter=params.study_max_iter,
+            seed=params.seed,
+        )
+        bayes_result = sampled.result() if sampled is not None else None
     logger.info(
         "tune: swept %d grid points over 1..%d iterations in %.1f s",
         len(points),
@@ -202,14 +254,40 @@ def run(context: StageContext) -> dict[str, Any]:
     )
     best = min(table, key=lambda row: row["rmse"])
     chosen = {
+        "model": ALS_KIND,
         "rank": best["rank"],
         "regParam": best["regParam"],
         "maxIter": best["maxIter"],
         "validation_rmse": best["rmse"],
     }
+    rating_models = [
+        {"model": ALS_KIND, "validation_rmse": best["rmse"], "rank": best["rank"],
+         "regParam": best["regParam"], "maxIter": best["maxIter"]}
+    ]
+    if bayes_result is None:
+        rating_models.append(
+            {
+                "model": BAYES_KIND,
+                "skipped": f"the fit set has {n_fit} ratings, above the sampler's limit of "
+                f"{bayes.MAX_RATINGS}",
+            }
+        )
+        rating_model = als_rating_model(fit, baseline, scale, data, chosen, params)
+    else:
+        bayes_data, posterior, bayes_rmse = bayes_result
+        rating_models.append(
+            {"model": BAYES_KIND, "validation_rmse": bayes_rmse, **settings.to_dict()}
+        )
+        chosen["bayes"] = settings.to_dict()
+        if bayes_rmse < best["rmse"]:
+            chosen["model"] = BAYES_KIND
+            chosen["validation_rmse"] = bayes_rmse
+            rating_model = bayes.rating_model(spark, bayes_data, posterior, scale, settings)
+        else:
+            rating_model = als_rating_model(fit, baseline, scale, data, chosen, params)
     grid = [row for row in table if row["maxIter"] == params.study_max_iter]
     study = _curves(table)[(best["rank"], best["regParam"])]
-    list_spec, lists = choose_list(fit, validation, baseline, scale, data, chosen, params)
+    list_spec, lists = choose_list(fit, validation, rating_model, params)
     chosen["list"] = list_spec.to_dict()
     results = {
         "validation": {
@@ -221,6 +299,7 @@ def run(context: StageContext) -> dict[str, Any]:
         "grid": grid,
         "iterations": study,
         "sweep": table,
+        "rating_models": rating_models,
         "lists": lists,
         "chosen": chosen,
     }
@@ -238,10 +317,13 @@ def run(context: StageContext) -> dict[str, Any]:
         commit.counts.update(
             {"n_fit": n_fit, "n_validation": n_validation, "grid_points": len(points)}
         )
-    for frame in (fit, validation, residuals, baseline.user_bias, baseline.movie_bias):
+    bias_tables = (rating_model.baseline.user_bias, rating_model.baseline.movie_bias)
+    for frame in (fit, validation, residuals, baseline.user_bias, baseline.movie_bias, *bias_tables):
         frame.unpersist()
     logger.info(
-        "tune: chose rank %d, regParam %g, maxIter %d (validation RMSE %.4f), list %s in %.1f s",
+        "tune: chose the %s rating model; ALS at rank %d, regParam %g, maxIter %d; "
+        "validation RMSE %.4f; list %s in %.1f s",
+        chosen["model"],
         chosen["rank"],
         chosen["regParam"],
         chosen["maxIter"],

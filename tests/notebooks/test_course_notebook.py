@@ -27,7 +27,7 @@ QUICK_PARAMETERS = {
     "rank_grid": [10],
     "reg_grid": [0.1],
     "study_max_iter": 3,
-    "options": {"implicit_rank": 8, "implicit_max_iter": 3},
+    "options": {"implicit_rank": 8, "implicit_max_iter": 3, "bayes_rank": 4, "bayes_samples": 20},
 }
 # Sized for a small machine: few shuffle partitions for 100,000 ratings, no web UI.
 LOCAL_CONF = {"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"}
@@ -150,11 +150,14 @@ def test_notebook_run_metrics_have_contract_keys(executed):
     metrics = json.loads((run_directory / run_layout.METRICS).read_text())
     for key in ("rmse", "mae", "n_train", "n_test", "n_test_scored", "params", "dataset"):
         assert key in metrics, key
-    for key in ("rank", "regParam", "maxIter"):
-        assert key in metrics["params"], key
+    chosen = json.loads((run_directory / run_layout.TUNING_RESULTS).read_text())["chosen"]
+    assert metrics["params"]["model"] == chosen["model"]
     assert metrics["n_test_scored"] <= metrics["n_test"]
-    # The tuned grid has one point, so train must have used it.
-    assert metrics["params"]["rank"] == QUICK_PARAMETERS["rank_grid"][0]
+    if chosen["model"] == "als":
+        # The tuned grid has one point, so train must have used it.
+        assert metrics["params"]["rank"] == QUICK_PARAMETERS["rank_grid"][0]
+    else:
+        assert metrics["params"]["rank"] == QUICK_PARAMETERS["options"]["bayes_rank"]
 
 
 def test_notebook_run_rmse_is_plausible(executed):

@@ -58,7 +58,7 @@ def test_solve_rejects_singular_system():
 
 def test_batches_cover_rows_once():
     counts = np.array([1, 1, 2, 3, 4, 5, 8, 9, 200, 1, 7])
-    batches = list(sweep._row_batches(counts, rank=4))
+    batches = list(sweep.row_batches(counts, rank=4))
     covered = np.sort(np.concatenate(batches))
     np.testing.assert_array_equal(covered, np.arange(len(counts)))
     for rows in batches:

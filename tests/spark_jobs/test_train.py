@@ -11,6 +11,8 @@ from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.errors import InputDataError
+from spark_jobs.model import RatingModel
+from spark_jobs.model import rmse_and_mae
 from spark_jobs.stages import split
 from spark_jobs.stages import train
 from tests.spark_jobs.stage_inputs import SMALL_MODEL
@@ -29,7 +31,7 @@ def test_metrics_json_has_contract_fields(spark, tmp_path_factory):
     metrics = fs.read_json(spark, layout.metrics)
     for key in ("rmse", "mae", "n_train", "n_test", "n_test_scored", "params", "dataset"):
         assert key in metrics
-    assert metrics["params"] == {"rank": 3, "regParam": 0.1, "maxIter": 5}
+    assert metrics["params"] == {"model": "als", "rank": 3, "regParam": 0.1, "maxIter": 5}
     assert metrics["dataset"] == "handmade"
     assert not math.isnan(metrics["rmse"])
     assert metrics["n_test_scored"] + metrics["n_test_cold_start_dropped"] == metrics["n_test"]
@@ -55,9 +57,38 @@ def test_tuned_parameters_used_unless_given(spark, tmp_path):
     tuned = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
     overridden = train.run(context_for(spark, layout, explicit={"rank": 5, "implicit_max_iter": 2}))
     choice = fs.read_json(spark, layout.path(train.MODEL_CHOICE))
-    assert tuned["params"] == {"rank": 2, "regParam": 0.2, "maxIter": 4}
-    assert overridden["params"] == {"rank": 5, "regParam": 0.2, "maxIter": 4}
+    assert tuned["params"] == {"model": "als", "rank": 2, "regParam": 0.2, "maxIter": 4}
+    assert overridden["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
     assert choice["default_list"]["strategy"] == "rating"
+
+
+def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    split_manifest = read_manifest(spark, layout, "split")
+    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
+        fs.write_json(
+            spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": {**TUNED, "model": "bayes"}}
+        )
+    explicit = {"bayes_rank": 3, "bayes_samples": 10, "implicit_max_iter": 2}
+    summary = train.run(context_for(spark, layout, explicit=explicit))
+    metrics = fs.read_json(spark, layout.metrics)
+    assert summary["params"] == {"model": "bayes", "rank": 3, "samples": 10, "burn_in": 2}
+    assert metrics["rating_model"]["model"] == "bayes"
+    model = RatingModel.load(spark, layout.path(train.RATING_MODEL))
+    assert model.kind == "bayes"
+    assert model.factors.rank == 3
+    rmse, _ = rmse_and_mae(model.predict(spark.read.parquet(layout.split_test)))
+    assert rmse == pytest.approx(metrics["rmse"])
+
+
+def test_rating_model_option_wins_over_tune(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_fake_tune(spark, layout)
+    explicit = {"rating_model": "bayes", "bayes_samples": 5, "implicit_max_iter": 2}
+    summary = train.run(context_for(spark, layout, explicit=explicit))
+    assert summary["params"]["model"] == "bayes"
 
 
 def test_no_scorable_test_rows_stops(spark, tmp_path):

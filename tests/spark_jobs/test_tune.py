@@ -23,6 +23,8 @@ SMALL_TUNE = {
     "top_k": 5,
     "implicit_rank": 3,
     "implicit_max_iter": 3,
+    "bayes_rank": 2,
+    "bayes_samples": 20,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -63,7 +65,26 @@ def test_chosen_point_has_lowest_rmse(tuned):
     assert chosen["rank"] == best["rank"]
     assert chosen["regParam"] == best["regParam"]
     assert chosen["maxIter"] == best["maxIter"]
-    assert chosen["validation_rmse"] == best["rmse"]
+
+
+def test_chosen_rating_model_has_lowest_rmse(tuned):
+    _, _, results = tuned
+    scored = {entry["model"]: entry["validation_rmse"] for entry in results["rating_models"]}
+    assert set(scored) == {"als", "bayes"}
+    assert scored["als"] == min(row["rmse"] for row in results["sweep"])
+    assert results["chosen"]["model"] == min(scored, key=scored.get)
+    assert results["chosen"]["validation_rmse"] == min(scored.values())
+
+
+def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.bayes, "MAX_RATINGS", 10)
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    tune.run(context_for(spark, layout, explicit={**SMALL_TUNE, "rank_grid": (2,), "reg_grid": (0.1,)}))
+    results = fs.read_json(spark, layout.tuning_results)
+    skipped = next(entry for entry in results["rating_models"] if entry["model"] == "bayes")
+    assert "limit of 10" in skipped["skipped"]
+    assert results["chosen"]["model"] == "als"
 
 
 def test_study_is_chosen_points_curve(tuned):
