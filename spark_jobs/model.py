@@ -398,14 +398,6 @@ def fit_ranking_model(
     return estimator.fit(ratings.select(USER, MOVIE, RATING))
 
 
-def save_ranking_model(model: ALSModel, uri: str) -> None:
-    model.write().overwrite().save(uri)
-
-
-def load_ranking_model(uri: str) -> ALSModel:
-    return ALSModel.load(uri)
-
-
 def rmse_and_mae(predictions: DataFrame) -> tuple[float, float]:
     """Return (RMSE, MAE) of ``prediction`` against ``rating``; raises ValueError when empty."""
     row = predictions.agg(

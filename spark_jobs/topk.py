@@ -12,7 +12,9 @@ every listed movie:
 Scores are computed in the Python workers with numpy: the movie factors are
 broadcast (movies x rank floats) and each partition scores its users against all
 movies in chunks, so the cost grows with users x movies but nothing of that size
-is ever materialised.
+is ever materialised. A ranking model blended with EASE (``spark_jobs.ease``)
+also broadcasts EASE's weights, and each user's EASE scores come from the movies
+that user rated.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pyspark.sql.types import StringType
 from pyspark.sql.types import StructField
 from pyspark.sql.types import StructType
 
+from spark_jobs.ease import BlendedRanker
+from spark_jobs.ease import blend_scores
 from spark_jobs.model import MOVIE_BIAS
 from spark_jobs.model import USER_BIAS
 from spark_jobs.model import RatingModel
@@ -99,7 +103,7 @@ class ListSpec:
 
 
 def _movie_matrices(
-    rating_model: RatingModel, ranking_model: ALSModel | None
+    rating_model: RatingModel, ranking_model: ALSModel | BlendedRanker | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Return movie ids (sorted), rating-model vectors [factors, bias, 1] and ranking vectors.
 
@@ -127,9 +131,37 @@ def _movie_matrices(
     return ids, rating_vectors, ranking_vectors
 
 
+@dataclass(frozen=True)
+class EaseTerm:
+    """EASE's part of a blended ranking, over the movie positions ``columns`` of the ids."""
+
+    columns: np.ndarray
+    weights: np.ndarray
+    weight: float
+
+    @classmethod
+    def of(cls, ranker: BlendedRanker, ids: np.ndarray) -> EaseTerm:
+        positions = np.searchsorted(ids, ranker.movie_ids)
+        positions = np.minimum(positions, len(ids) - 1)
+        known = ids[positions] == ranker.movie_ids
+        return cls(positions[known], ranker.weights[np.ix_(known, known)], ranker.weight)
+
+    def scores(self, n_movies: int, rated: Sequence[np.ndarray]) -> np.ndarray:
+        """Return each user's EASE scores over ``columns``: the sum of B's rows of rated movies."""
+        slot = np.full(n_movies, -1, dtype=np.int64)
+        slot[self.columns] = np.arange(len(self.columns))
+        result = np.zeros((len(rated), len(self.columns)))
+        for row, positions in enumerate(rated):
+            covered = slot[positions]
+            covered = covered[covered >= 0]
+            if len(covered):
+                result[row] = self.weights[covered].sum(axis=0)
+        return result
+
+
 def _user_rows(
     rating_model: RatingModel,
-    ranking_model: ALSModel | None,
+    ranking_model: ALSModel | BlendedRanker | None,
     rated: DataFrame,
     users: DataFrame | None,
 ) -> DataFrame:
@@ -211,6 +243,7 @@ def _score_partition(
     scale: tuple[float, float],
     specs: Sequence[ListSpec],
     k: int,
+    ease_term: EaseTerm | None = None,
 ) -> Iterator[tuple[str, int, int, int, float, float]]:
     rows = list(rows)
     for start in range(0, len(rows), USER_CHUNK):
@@ -224,8 +257,12 @@ def _score_partition(
                 [row["ranking_vector"] or np.zeros(width) for row in chunk], dtype=np.float64
             )
             ranked = ranking_matrix @ ranking_vectors.T
+        rated = [_rated_positions(ids, row["rated"]) for row in chunk]
+        if ranked is not None and ease_term is not None:
+            ease_scores = ease_term.scores(len(ids), rated)
+            ranked = blend_scores(ranked, ease_scores, ease_term.columns, ease_term.weight)
         for index, row in enumerate(chunk):
-            exclude = _rated_positions(ids, row["rated"])
+            exclude = rated[index]
             user_predicted = predicted[index]
             user_predicted[exclude] = -np.inf
             user_ranked = None
@@ -248,7 +285,7 @@ def _score_partition(
 
 def top_k_lists(
     rating_model: RatingModel,
-    ranking_model: ALSModel | None,
+    ranking_model: ALSModel | BlendedRanker | None,
     rated: DataFrame,
     k: int,
     specs: Sequence[ListSpec],
@@ -268,14 +305,17 @@ def top_k_lists(
     ranking_model = ranking_model if needs_ranking else None
     spark = rated.sparkSession
     ids, rating_vectors, ranking_vectors = _movie_matrices(rating_model, ranking_model)
-    broadcast = spark.sparkContext.broadcast((ids, rating_vectors, ranking_vectors))
+    ease_term = (
+        EaseTerm.of(ranking_model, ids) if isinstance(ranking_model, BlendedRanker) else None
+    )
+    broadcast = spark.sparkContext.broadcast((ids, rating_vectors, ranking_vectors, ease_term))
     global_mean = rating_model.baseline.global_mean
     scale = (rating_model.scale.minimum, rating_model.scale.maximum)
     user_rows = _user_rows(rating_model, ranking_model, rated, users)
     specs = list(specs)
 
     def score(rows: Iterable[Any]) -> Iterator[tuple[str, int, int, int, float, float]]:
-        movie_ids, movie_rating_vectors, movie_ranking_vectors = broadcast.value
+        movie_ids, movie_rating_vectors, movie_ranking_vectors, movie_ease = broadcast.value
         return _score_partition(
             rows,
             ids=movie_ids,
@@ -285,6 +325,7 @@ def top_k_lists(
             scale=scale,
             specs=specs,
             k=k,
+            ease_term=movie_ease,
         )
 
     lists = user_rows.rdd.mapPartitions(score)
@@ -293,7 +334,7 @@ def top_k_lists(
 
 def top_k(
     rating_model: RatingModel,
-    ranking_model: ALSModel | None,
+    ranking_model: ALSModel | BlendedRanker | None,
     rated: DataFrame,
     k: int,
     spec: ListSpec,

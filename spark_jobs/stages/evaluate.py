@@ -17,9 +17,9 @@ from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
+from spark_jobs.ease import load_ranking_model
 from spark_jobs.layout import join_uri
 from spark_jobs.model import RatingModel
-from spark_jobs.model import load_ranking_model
 from spark_jobs.ranking import PROTOCOL
 from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.schema import USER
@@ -53,6 +53,17 @@ def lists_to_compare(default: ListSpec) -> list[ListSpec]:
     return specs
 
 
+def default_list_models(default: ListSpec, metrics: dict[str, Any]) -> str:
+    """Return which models produced the default list, from train's metrics."""
+    rating = metrics.get("rating_model", {}).get("kind", "biases plus ALS on residuals")
+    ranking = metrics.get("ranking_model", {}).get("kind", "ALS on implicit feedback")
+    if default.strategy == RATING_ORDER:
+        return f"rating model ({rating})"
+    if default.strategy == IMPLICIT_ORDER:
+        return f"ranking model ({ranking})"
+    return f"candidates from the ranking model ({ranking}), ordered by the rating model ({rating})"
+
+
 def run(context: StageContext) -> dict[str, Any]:
     spark, layout, params = context.spark, context.layout, context.params
     started = time.monotonic()
@@ -61,7 +72,7 @@ def run(context: StageContext) -> dict[str, Any]:
     k = params.top_k
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))
-    ranking_model = load_ranking_model(join_uri(layout.root, RANKING_MODEL))
+    ranking_model = load_ranking_model(spark, join_uri(layout.root, RANKING_MODEL))
     choice = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))["default_list"]
     default = ListSpec(choice["strategy"], choice["candidates"])
     train = spark.read.parquet(layout.split_train).cache()
@@ -97,12 +108,7 @@ def run(context: StageContext) -> dict[str, Any]:
             if metrics.get("params_source") == "tune"
             else "built-in default (this run had no tune stage)"
         ),
-        "default_list_models": (
-            "rating model (biases plus ALS on residuals)"
-            if default.strategy == RATING_ORDER
-            else "candidates from the implicit-feedback ALS ranking model, "
-            "ordered by the rating model"
-        ),
+        "default_list_models": default_list_models(default, metrics),
         "lists": results,
     }
     parameters = {"top_k": k, "default_list": default.to_dict()}

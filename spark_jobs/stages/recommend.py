@@ -21,10 +21,10 @@ from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
+from spark_jobs.ease import load_ranking_model
 from spark_jobs.errors import InputDataError
 from spark_jobs.layout import join_uri
 from spark_jobs.model import RatingModel
-from spark_jobs.model import load_ranking_model
 from spark_jobs.schema import GENRES
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import PREDICTED_RATING
@@ -129,7 +129,7 @@ def run(context: StageContext) -> dict[str, Any]:
     default = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))["default_list"]
     spec = list_spec(params.ordering, default)
     ranking_model = (
-        load_ranking_model(join_uri(layout.root, RANKING_MODEL))
+        load_ranking_model(spark, join_uri(layout.root, RANKING_MODEL))
         if spec.needs_ranking_model
         else None
     )

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pyspark.sql import DataFrame
+
 from spark_jobs import bayes
+from spark_jobs import ease
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import Manifest
@@ -26,11 +30,11 @@ from spark_jobs.layout import join_uri
 from spark_jobs.model import ALS_KIND
 from spark_jobs.model import BAYES_KIND
 from spark_jobs.model import MODEL_DESCRIPTIONS
+from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
 from spark_jobs.model import rmse_and_mae
-from spark_jobs.model import save_ranking_model
 from spark_jobs.stages.split import rating_scale
 from spark_jobs.topk import RERANKED
 from spark_jobs.topk import ListSpec
@@ -50,8 +54,8 @@ DEFAULT_LIST_STRATEGY = RERANKED
 
 def chosen_settings(
     context: StageContext,
-) -> tuple[dict[str, Any], dict[str, Any], Manifest | None]:
-    """Return (rating model and ALS parameters, list spec dict, tune manifest or None).
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Manifest | None]:
+    """Return (rating model settings, ranker, list spec dict, tune manifest or None).
 
     An option given on the command line wins over tune's choice, which wins over the
     default.
@@ -64,6 +68,7 @@ def chosen_settings(
         "maxIter": params.max_iter,
     }
     list_spec = ListSpec(DEFAULT_LIST_STRATEGY, params.top_k)
+    ranker = dict(ease.ALS_ONLY)
     tune = None
     if fs.exists(spark, layout.manifest("tune")):
         tune = read_manifest(spark, layout, "tune")
@@ -79,7 +84,14 @@ def chosen_settings(
             if field not in context.explicit:
                 settings[key] = chosen[key]
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
-    return settings, list_spec.to_dict(), tune
+        ranker = chosen.get("ranker", ranker)
+    return settings, ranker, list_spec.to_dict(), tune
+
+
+def _sample_bayes(train: DataFrame, scale: RatingScale, chain: bayes.ChainSettings) -> RatingModel:
+    data = bayes.prepare(train, None, scale)
+    posterior = bayes.run_chain(train.sparkSession.sparkContext, data, chain)
+    return bayes.rating_model(train.sparkSession, data, posterior, scale, chain)
 
 
 def run(context: StageContext) -> dict[str, Any]:
@@ -87,7 +99,7 @@ def run(context: StageContext) -> dict[str, Any]:
     started = time.monotonic()
     split = read_manifest(spark, layout, "split")
     load = read_manifest(spark, layout, "load")
-    settings, list_spec, tune = chosen_settings(context)
+    settings, ranker, list_spec, tune = chosen_settings(context)
     inputs = {"split": split, "load": load}
     if tune is not None:
         inputs["tune"] = tune
@@ -97,27 +109,37 @@ def run(context: StageContext) -> dict[str, Any]:
     train = spark.read.parquet(layout.split_train).cache()
     test = spark.read.parquet(layout.split_test)
     n_train = train.count()
-    if settings["model"] == BAYES_KIND:
-        chain = bayes.ChainSettings(
-            rank=params.bayes_rank,
-            samples=params.bayes_samples,
-            burn_in=params.bayes_burn_in,
-            seed=params.seed,
-        )
-        settings = {"model": BAYES_KIND, **chain.to_dict()}
-        data = bayes.prepare(train, None, scale)
-        posterior = bayes.run_chain(spark.sparkContext, data, chain)
-        rating_model = bayes.rating_model(spark, data, posterior, scale, chain)
-    else:
-        settings = {key: settings[key] for key in ("model", "rank", "regParam", "maxIter")}
-        rating_model = fit_rating_model(
+    # The sampler is one long task, so the ranking model fits beside it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if settings["model"] == BAYES_KIND:
+            chain = bayes.ChainSettings(
+                rank=params.bayes_rank,
+                samples=params.bayes_samples,
+                burn_in=params.bayes_burn_in,
+                seed=params.seed,
+            )
+            settings = {"model": BAYES_KIND, **chain.to_dict()}
+            sampled = pool.submit(_sample_bayes, train, scale, chain)
+        ranking_model = fit_ranking_model(
             train,
-            rank=settings["rank"],
-            reg_param=settings["regParam"],
-            max_iter=settings["maxIter"],
+            rank=params.implicit_rank,
+            reg_param=params.implicit_reg_param,
+            max_iter=params.implicit_max_iter,
+            alpha=params.implicit_alpha,
             seed=params.seed,
-            scale=scale,
         )
+        if settings["model"] == BAYES_KIND:
+            rating_model = sampled.result()
+        else:
+            settings = {key: settings[key] for key in ("model", "rank", "regParam", "maxIter")}
+            rating_model = fit_rating_model(
+                train,
+                rank=settings["rank"],
+                reg_param=settings["regParam"],
+                max_iter=settings["maxIter"],
+                seed=params.seed,
+                scale=scale,
+            )
     predictions = rating_model.predict(test).cache()
     n_test = test.count()
     n_scored = predictions.count()
@@ -129,14 +151,12 @@ def run(context: StageContext) -> dict[str, Any]:
         )
     rmse, mae = rmse_and_mae(predictions)
     predictions.unpersist()
-    ranking_model = fit_ranking_model(
-        train,
-        rank=params.implicit_rank,
-        reg_param=params.implicit_reg_param,
-        max_iter=params.implicit_max_iter,
-        alpha=params.implicit_alpha,
-        seed=params.seed,
-    )
+    ranking_kind = "ALS on implicit feedback, confidence 1 + alpha * rating"
+    if ranker["weight"] > 0:
+        ranking_model = ease.blended_ranker(
+            ranking_model, train, ranker["weight"], ranker["l2"]
+        )
+        ranking_kind += f", blended with EASE (weight {ranker['weight']:g}, l2 {ranker['l2']:g})"
     dataset = load.dataset
     metrics = {
         "rmse": rmse,
@@ -149,7 +169,9 @@ def run(context: StageContext) -> dict[str, Any]:
         "params": settings,
         "params_source": "tune" if tune is not None else "command line and defaults",
         "ranking_model": {
-            "kind": "ALS on implicit feedback, confidence 1 + alpha * rating",
+            "kind": ranking_kind,
+            "ease_weight": ranker["weight"],
+            "ease_l2": ranker["l2"],
             "rank": params.implicit_rank,
             "regParam": params.implicit_reg_param,
             "maxIter": params.implicit_max_iter,
@@ -164,10 +186,10 @@ def run(context: StageContext) -> dict[str, Any]:
             "the rating scale"
         ),
     }
-    parameters = {**settings, "seed": params.seed, "default_list": list_spec}
+    parameters = {**settings, "seed": params.seed, "ranker": ranker, "default_list": list_spec}
     with StageCommit(spark, layout, "train", inputs=inputs, parameters=parameters) as commit:
         rating_model.save(spark, commit.staging_path(RATING_MODEL))
-        save_ranking_model(ranking_model, commit.staging_path(RANKING_MODEL))
+        ease.save_ranking_model(spark, ranking_model, commit.staging_path(RANKING_MODEL))
         fs.write_json(spark, commit.staging_path(MODEL_CHOICE), {"default_list": list_spec})
         fs.write_json(spark, commit.staging_path(paths.METRICS), metrics)
         commit.counts.update(

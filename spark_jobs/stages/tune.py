@@ -10,8 +10,11 @@ never read. Tune fits the bias baseline once, then:
 2. at the same time, the Bayesian rating model (``spark_jobs.bayes``) on the same
    fit set, unless the fit set is larger than ``bayes.MAX_RATINGS``. The rating
    model with the lower validation RMSE is the one train fits;
-3. the implicit-feedback ranking model, and precision@k of each way to build the
-   top-k list on the validation ratings, which picks the default list.
+3. the ranking model: implicit-feedback ALS alone or blended with EASE
+   (``spark_jobs.ease``), whichever has the best mean precision@k over this
+   validation split and a second one carved with another seed;
+4. precision@k of each way to build the top-k list on the validation ratings,
+   which picks the default list.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from spark_jobs import bayes
+from spark_jobs import ease
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
@@ -93,10 +97,73 @@ def als_rating_model(
     return RatingModel(baseline, factors, scale)
 
 
+def fit_implicit(ratings: DataFrame, params: Parameters):
+    return fit_ranking_model(
+        ratings,
+        rank=params.implicit_rank,
+        reg_param=params.implicit_reg_param,
+        max_iter=params.implicit_max_iter,
+        alpha=params.implicit_alpha,
+        seed=params.seed,
+    )
+
+
+def choose_ranker(
+    train: DataFrame,
+    fit: DataFrame,
+    validation: DataFrame,
+    implicit_model: Any,
+    params: Parameters,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the chosen ranker ({"weight", "l2"}) and the record of how it was chosen.
+
+    Each (weight, l2) of the blend grid, and ALS alone, is scored by precision@k on
+    two carves of the training split: tune's validation split and a second one
+    hashed with seed + 2. One carve alone is too noisy to separate them.
+    """
+    started = time.monotonic()
+    interactions = ease.Interactions.of(fit)
+    reason = ease.fits(interactions)
+    if reason is not None:
+        logger.info("tune: ALS alone ranks; the EASE blend is left out because %s", reason)
+        return dict(ease.ALS_ONLY), {"skipped": reason}
+    k = params.top_k
+    tables = [
+        ease.precision_table(interactions, ease.held_out_sets(validation), implicit_model, k)
+    ]
+    second_fit, second_validation = random_split(
+        train, params.validation_fraction, params.seed + 2
+    )
+    second_fit = second_fit.cache()
+    tables.append(
+        ease.precision_table(
+            ease.Interactions.of(second_fit),
+            ease.held_out_sets(second_validation),
+            fit_implicit(second_fit, params),
+            k,
+        )
+    )
+    second_fit.unpersist()
+    chosen, rows = ease.choose(tables)
+    precision = {(row["weight"], row["l2"]): row["precision"] for row in rows}
+    logger.info(
+        "tune: ranker weight %g on EASE (l2 %s): mean validation precision@%d %.4f, "
+        "ALS alone %.4f, in %.1f s",
+        chosen["weight"],
+        chosen["l2"],
+        k,
+        precision[(chosen["weight"], chosen["l2"])],
+        precision[(0.0, None)],
+        time.monotonic() - started,
+    )
+    return chosen, {"carves": ["validation", "hash seed + 2"], "k": k, "table": rows}
+
+
 def choose_list(
     fit: DataFrame,
     validation: DataFrame,
     rating_model: RatingModel,
+    ranking_model: Any,
     params: Parameters,
 ) -> tuple[ListSpec, list[dict[str, Any]]]:
     """Measure each way to build the top-k list on the validation ratings and pick the best.
@@ -107,14 +174,6 @@ def choose_list(
     best precision@k wins, and NDCG@k breaks ties.
     """
     k = params.top_k
-    ranking_model = fit_ranking_model(
-        fit,
-        rank=params.implicit_rank,
-        reg_param=params.implicit_reg_param,
-        max_iter=params.implicit_max_iter,
-        alpha=params.implicit_alpha,
-        seed=params.seed,
-    )
     specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER)]
     specs += [ListSpec(RERANKED, multiple * k) for multiple in CANDIDATE_MULTIPLES]
     users = validation.select("userId").distinct()
@@ -219,7 +278,7 @@ def run(context: StageContext) -> dict[str, Any]:
     load_scale = rating_scale(fs.read_json(spark, layout.load_report))
     scale = RatingScale(load_scale.minimum, load_scale.maximum)
     # Only the training split is read, so the test ratings cannot influence any choice.
-    train = spark.read.parquet(layout.split_train)
+    train = spark.read.parquet(layout.split_train).cache()
     fit, validation = validation_split(train, params)
     fit = fit.cache()
     validation = validation.cache()
@@ -287,7 +346,15 @@ def run(context: StageContext) -> dict[str, Any]:
             rating_model = als_rating_model(fit, baseline, scale, data, chosen, params)
     grid = [row for row in table if row["maxIter"] == params.study_max_iter]
     study = _curves(table)[(best["rank"], best["regParam"])]
-    list_spec, lists = choose_list(fit, validation, rating_model, params)
+    implicit_model = fit_implicit(fit, params)
+    ranker, rankers = choose_ranker(train, fit, validation, implicit_model, params)
+    ranking_model = (
+        ease.blended_ranker(implicit_model, fit, ranker["weight"], ranker["l2"])
+        if ranker["weight"] > 0
+        else implicit_model
+    )
+    chosen["ranker"] = ranker
+    list_spec, lists = choose_list(fit, validation, rating_model, ranking_model, params)
     chosen["list"] = list_spec.to_dict()
     results = {
         "validation": {
@@ -300,6 +367,7 @@ def run(context: StageContext) -> dict[str, Any]:
         "iterations": study,
         "sweep": table,
         "rating_models": rating_models,
+        "rankers": rankers,
         "lists": lists,
         "chosen": chosen,
     }
@@ -318,7 +386,7 @@ def run(context: StageContext) -> dict[str, Any]:
             {"n_fit": n_fit, "n_validation": n_validation, "grid_points": len(points)}
         )
     bias_tables = (rating_model.baseline.user_bias, rating_model.baseline.movie_bias)
-    for frame in (fit, validation, residuals, baseline.user_bias, baseline.movie_bias, *bias_tables):
+    for frame in (train, fit, validation, residuals, baseline.user_bias, baseline.movie_bias, *bias_tables):
         frame.unpersist()
     logger.info(
         "tune: chose the %s rating model; ALS at rank %d, regParam %g, maxIter %d; "

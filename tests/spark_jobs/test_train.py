@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from spark_jobs import ease
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
@@ -80,6 +81,21 @@ def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
     assert model.factors.rank == 3
     rmse, _ = rmse_and_mae(model.predict(spark.read.parquet(layout.split_test)))
     assert rmse == pytest.approx(metrics["rmse"])
+
+
+def test_tuned_blend_is_the_saved_ranking_model(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    split_manifest = read_manifest(spark, layout, "split")
+    chosen = {**TUNED, "ranker": {"weight": 0.5, "l2": 5.0}}
+    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
+        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": chosen})
+    train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
+    ranking = ease.load_ranking_model(spark, layout.path(train.RANKING_MODEL))
+    metrics = fs.read_json(spark, layout.metrics)
+    assert isinstance(ranking, ease.BlendedRanker)
+    assert (ranking.weight, ranking.l2) == (0.5, 5.0)
+    assert "EASE" in metrics["ranking_model"]["kind"]
 
 
 def test_rating_model_option_wins_over_tune(spark, tmp_path):

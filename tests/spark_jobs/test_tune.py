@@ -76,6 +76,19 @@ def test_chosen_rating_model_has_lowest_rmse(tuned):
     assert results["chosen"]["validation_rmse"] == min(scored.values())
 
 
+def test_chosen_ranker_has_best_mean_precision(tuned):
+    _, _, results = tuned
+    rows = results["rankers"]["table"]
+    best = max(row["precision"] for row in rows)
+    chosen = results["chosen"]["ranker"]
+    chosen_row = next(
+        row for row in rows if (row["weight"], row["l2"]) == (chosen["weight"], chosen["l2"])
+    )
+    assert chosen_row["precision"] == best
+    assert all(len(row["by_carve"]) == 2 for row in rows)
+    assert {row["weight"] for row in rows} == {0.0, 0.3, 0.5, 0.7}
+
+
 def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
     monkeypatch.setattr(tune.bayes, "MAX_RATINGS", 10)
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())

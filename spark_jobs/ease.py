@@ -1,0 +1,294 @@
+"""Blended ranking model: implicit-feedback ALS plus EASE, an item-to-item model with a closed form.
+
+EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", 2019) scores a
+user's movies as ``x B``, where ``x`` marks the movies the user rated and
+
+    P = (X^T X + l2 * I)^-1,    B = I - P / diag(P)   (so diag(B) = 0),
+
+which is the least-squares fit of each movie's column from the others with no
+movie predicting itself. It ranks by co-occurrence, where ALS ranks by latent
+taste, and the two make different mistakes. The blend ranks a user's movies by
+
+    (1 - weight) * als / sd(als) + weight * ease / sd(ease),
+
+where each standard deviation is over that user's scores, so neither model's
+scale dominates. Tune chooses l2 and the weight (weight 0 is ALS alone) by mean
+precision@k on two validation carves of the training split.
+
+The top-k code computes the EASE term in the workers from each user's rated
+movies, with B broadcast. EASE needs that dense movies x movies matrix, so it
+covers the MAX_MOVIES movies with the most ratings; the others get no EASE
+term. Tune leaves the blend out when the fit set has more than MAX_RATINGS
+ratings, or when its users x movies scores would hold more than
+MAX_USER_VALUES numbers, since tune scores them densely on the driver.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import SparkSession
+
+from spark_jobs import fs
+from spark_jobs.layout import join_uri
+from spark_jobs.ranking import precision_at_k
+from spark_jobs.schema import MOVIE
+from spark_jobs.schema import USER
+from spark_jobs.sweep import collect_arrays
+from spark_jobs.sweep import index_of
+
+logger = logging.getLogger(__name__)
+
+MAX_MOVIES = 2000
+MAX_RATINGS = 5_000_000
+MAX_USER_VALUES = 50_000_000
+
+L2_GRID = (100.0, 300.0, 900.0)
+WEIGHT_GRID = (0.0, 0.3, 0.5, 0.7)
+
+ALS_ONLY = {"weight": 0.0, "l2": None}
+
+_ALS = "als"
+_WEIGHTS = "ease_weights.npz"
+_BLEND_JSON = "blend.json"
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """The fit ratings as dense index pairs: ``users[i]`` rated ``movies[i]``."""
+
+    user_ids: np.ndarray
+    movie_ids: np.ndarray
+    users: np.ndarray
+    movies: np.ndarray
+
+    @classmethod
+    def of(cls, ratings: DataFrame) -> Interactions:
+        users, movies = collect_arrays(ratings, [USER, MOVIE], [np.int64, np.int64])
+        user_ids, user_index = np.unique(users, return_inverse=True)
+        movie_ids, movie_index = np.unique(movies, return_inverse=True)
+        return cls(user_ids, movie_ids, user_index, movie_index)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.user_ids), len(self.movie_ids)
+
+    def marks(self) -> np.ndarray:
+        """Return the users x movies matrix with 1 where the user rated the movie."""
+        matrix = np.zeros(self.shape)
+        matrix[self.users, self.movies] = 1.0
+        return matrix
+
+
+def fits(interactions: Interactions) -> str | None:
+    """Return why the blend cannot be fitted on these interactions, or None when it can."""
+    n_users, n_movies = interactions.shape
+    if len(interactions.users) > MAX_RATINGS:
+        return f"the fit set has {len(interactions.users)} ratings, above the limit of {MAX_RATINGS}"
+    if n_users * n_movies > MAX_USER_VALUES:
+        return (
+            f"{n_users} users x {n_movies} movies of scores is above the limit of "
+            f"{MAX_USER_VALUES} values"
+        )
+    return None
+
+
+def most_rated(interactions: Interactions, limit: int = MAX_MOVIES) -> np.ndarray:
+    """Return the positions of the ``limit`` most-rated movies, in id order (ties by id)."""
+    counts = np.bincount(interactions.movies, minlength=len(interactions.movie_ids))
+    chosen = np.argsort(-counts, kind="stable")[:limit]
+    return np.sort(chosen)
+
+
+def item_weights(marks: np.ndarray, l2: float) -> np.ndarray:
+    """Return EASE's movies x movies weights B for the columns of ``marks``."""
+    if l2 <= 0:
+        raise ValueError(f"EASE needs l2 above 0, got {l2}")
+    gram = marks.T @ marks
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def factor_arrays(model: ALSModel, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ALS user and movie factors in the interactions' dense order (zeros if absent)."""
+    users = np.zeros((len(interactions.user_ids), model.rank))
+    movies = np.zeros((len(interactions.movie_ids), model.rank))
+    for target, ids, frame in (
+        (users, interactions.user_ids, model.userFactors),
+        (movies, interactions.movie_ids, model.itemFactors),
+    ):
+        rows = frame.collect()
+        positions = index_of(ids, np.array([row["id"] for row in rows], dtype=np.int64))
+        for position, row in zip(positions, rows, strict=True):
+            if position >= 0:
+                target[position] = row["features"]
+    return users, movies
+
+
+def blend_scores(
+    als_scores: np.ndarray, ease_scores: np.ndarray, columns: np.ndarray, weight: float
+) -> np.ndarray:
+    """Return ``(1 - weight) * als / sd(als) + weight * ease / sd(ease)`` for each row.
+
+    ``als_scores`` cover every movie; ``ease_scores`` cover the movies at positions
+    ``columns``, and the others get no EASE term. A row's standard deviation is
+    taken over the movies its scores cover; a constant row contributes nothing.
+    """
+    blended = als_scores * ((1.0 - weight) * _inverse_spread(als_scores))[:, None]
+    blended[:, columns] += ease_scores * (weight * _inverse_spread(ease_scores))[:, None]
+    return blended
+
+
+def _inverse_spread(scores: np.ndarray) -> np.ndarray:
+    spread = scores.std(axis=1)
+    return np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
+
+
+@dataclass
+class BlendedRanker:
+    """Implicit ALS blended with EASE: what the top-k lists need to rank by the blend."""
+
+    als: ALSModel
+    movie_ids: np.ndarray
+    weights: np.ndarray
+    weight: float
+    l2: float
+
+    @property
+    def userFactors(self) -> DataFrame:  # noqa: N802 - the ALSModel attribute name
+        return self.als.userFactors
+
+    @property
+    def itemFactors(self) -> DataFrame:  # noqa: N802 - the ALSModel attribute name
+        return self.als.itemFactors
+
+    @property
+    def rank(self) -> int:
+        return self.als.rank
+
+    def save(self, spark: SparkSession, uri: str) -> None:
+        self.als.write().overwrite().save(join_uri(uri, _ALS))
+        buffer = io.BytesIO()
+        np.savez(buffer, movie_ids=self.movie_ids, weights=self.weights.astype(np.float32))
+        fs.write_bytes(spark, join_uri(uri, _WEIGHTS), buffer.getvalue())
+        fs.write_json(spark, join_uri(uri, _BLEND_JSON), {"weight": self.weight, "l2": self.l2})
+
+    @classmethod
+    def load(cls, spark: SparkSession, uri: str) -> BlendedRanker:
+        settings = fs.read_json(spark, join_uri(uri, _BLEND_JSON))
+        arrays = np.load(io.BytesIO(fs.read_bytes(spark, join_uri(uri, _WEIGHTS))))
+        return cls(
+            als=ALSModel.load(join_uri(uri, _ALS)),
+            movie_ids=arrays["movie_ids"],
+            weights=arrays["weights"],
+            weight=float(settings["weight"]),
+            l2=float(settings["l2"]),
+        )
+
+    @staticmethod
+    def is_saved_at(spark: SparkSession, uri: str) -> bool:
+        return fs.exists(spark, join_uri(uri, _BLEND_JSON))
+
+
+def precision_table(
+    interactions: Interactions,
+    held_out: Mapping[int, set[int]],
+    als_model: ALSModel,
+    k: int,
+) -> dict[tuple[float, float | None], float]:
+    """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid."""
+    als_users, als_movies = factor_arrays(als_model, interactions)
+    marks = interactions.marks()
+    columns = most_rated(interactions)
+    evaluated = [
+        (position, held_out[int(user)])
+        for position, user in enumerate(interactions.user_ids)
+        if int(user) in held_out
+    ]
+    als_scores = als_users @ als_movies.T
+    table: dict[tuple[float, float | None], float] = {}
+    table[(0.0, None)] = _mean_precision(als_scores, marks, interactions, evaluated, k)
+    for l2 in L2_GRID:
+        ease_scores = marks[:, columns] @ item_weights(marks[:, columns], l2)
+        for weight in WEIGHT_GRID:
+            if weight == 0.0:
+                continue
+            scores = blend_scores(als_scores, ease_scores, columns, weight)
+            table[(weight, l2)] = _mean_precision(scores, marks, interactions, evaluated, k)
+    return table
+
+
+def _mean_precision(
+    scores: np.ndarray,
+    marks: np.ndarray,
+    interactions: Interactions,
+    evaluated: Iterable[tuple[int, set[int]]],
+    k: int,
+) -> float:
+    scores = np.where(marks > 0, -np.inf, scores)
+    values = []
+    for position, relevant in evaluated:
+        row = scores[position]
+        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+        top = top[np.lexsort((top, -row[top]))]
+        values.append(precision_at_k(interactions.movie_ids[top].tolist(), relevant, k))
+    return float(np.mean(values)) if values else 0.0
+
+
+def held_out_sets(ratings: DataFrame) -> dict[int, set[int]]:
+    users, movies = collect_arrays(ratings, [USER, MOVIE], [np.int64, np.int64])
+    held_out: dict[int, set[int]] = {}
+    for user, movie in zip(users.tolist(), movies.tolist(), strict=True):
+        held_out.setdefault(user, set()).add(movie)
+    return held_out
+
+
+def choose(tables: list[dict[tuple[float, float | None], float]]) -> tuple[dict[str, Any], list]:
+    """Return the (weight, l2) with the best precision averaged over carves, and the table.
+
+    Ties go to the simpler model: a lower weight, then a lower l2.
+    """
+    rows = []
+    for key in tables[0]:
+        weight, l2 = key
+        by_carve = [table[key] for table in tables]
+        rows.append(
+            {"weight": weight, "l2": l2, "precision": float(np.mean(by_carve)), "by_carve": by_carve}
+        )
+    best = max(rows, key=lambda row: (row["precision"], -row["weight"], -(row["l2"] or 0.0)))
+    return {"weight": best["weight"], "l2": best["l2"]}, rows
+
+
+def blended_ranker(als_model: ALSModel, ratings: DataFrame, weight: float, l2: float) -> BlendedRanker:
+    """Return the blend of ``als_model`` with EASE fitted on ``ratings``."""
+    interactions = Interactions.of(ratings)
+    columns = most_rated(interactions)
+    marks = interactions.marks()[:, columns]
+    weights = item_weights(marks, l2).astype(np.float32)
+    return BlendedRanker(als_model, interactions.movie_ids[columns], weights, weight, l2)
+
+
+def save_ranking_model(spark: SparkSession, model: ALSModel | BlendedRanker, uri: str) -> None:
+    """Write a ranking model: implicit ALS alone, or blended with EASE."""
+    if isinstance(model, BlendedRanker):
+        model.save(spark, uri)
+    else:
+        model.write().overwrite().save(uri)
+
+
+def load_ranking_model(spark: SparkSession, uri: str) -> ALSModel | BlendedRanker:
+    """Read a model written by ``save_ranking_model``."""
+    if BlendedRanker.is_saved_at(spark, uri):
+        return BlendedRanker.load(spark, uri)
+    return ALSModel.load(uri)
