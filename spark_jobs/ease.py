@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +37,6 @@ from pyspark.sql import SparkSession
 
 from spark_jobs import fs
 from spark_jobs.layout import join_uri
-from spark_jobs.ranking import precision_at_k
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import USER
 from spark_jobs.sweep import collect_arrays
@@ -47,7 +44,7 @@ from spark_jobs.sweep import index_of
 
 logger = logging.getLogger(__name__)
 
-MAX_MOVIES = 2000
+MAX_MOVIES = 1500
 MAX_RATINGS = 5_000_000
 MAX_USER_VALUES = 50_000_000
 
@@ -108,16 +105,27 @@ def most_rated(interactions: Interactions, limit: int = MAX_MOVIES) -> np.ndarra
     return np.sort(chosen)
 
 
-def item_weights(marks: np.ndarray, l2: float) -> np.ndarray:
-    """Return EASE's movies x movies weights B for the columns of ``marks``."""
+def item_weights(marks: np.ndarray, l2: float, gram: np.ndarray | None = None) -> np.ndarray:
+    """Return EASE's movies x movies weights B for the columns of ``marks``.
+
+    ``gram`` is ``marks^T marks`` when the caller already has it.
+    """
     if l2 <= 0:
         raise ValueError(f"EASE needs l2 above 0, got {l2}")
-    gram = marks.T @ marks
-    gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
+    if gram is None:
+        gram = cooccurrence(marks)
+    regularised = gram.astype(np.float64)
+    regularised[np.diag_indices_from(regularised)] += l2
+    inverse = np.linalg.inv(regularised)
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     return weights
+
+
+def cooccurrence(marks: np.ndarray) -> np.ndarray:
+    """Return ``marks^T marks``: how many users rated both movies. float32 is exact for counts."""
+    single = marks.astype(np.float32)
+    return single.T @ single
 
 
 def factor_arrays(model: ALSModel, interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
@@ -203,55 +211,52 @@ class BlendedRanker:
 
 def precision_table(
     interactions: Interactions,
-    held_out: Mapping[int, set[int]],
+    held_out: Interactions,
     als_model: ALSModel,
     k: int,
 ) -> dict[tuple[float, float | None], float]:
-    """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid."""
+    """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid.
+
+    The mean is over the users with a held-out rating; a list holds the k best
+    movies the user did not rate, and a hit is a held-out movie, as in
+    ``spark_jobs.ranking``.
+    """
     als_users, als_movies = factor_arrays(als_model, interactions)
     marks = interactions.marks()
     columns = most_rated(interactions)
-    evaluated = [
-        (position, held_out[int(user)])
-        for position, user in enumerate(interactions.user_ids)
-        if int(user) in held_out
-    ]
+    relevant = np.zeros(interactions.shape, dtype=bool)
+    user_rows = index_of(interactions.user_ids, held_out.user_ids[held_out.users])
+    movie_rows = index_of(interactions.movie_ids, held_out.movie_ids[held_out.movies])
+    known = user_rows >= 0
+    evaluated = np.unique(user_rows[known])
+    seen = known & (movie_rows >= 0)
+    relevant[user_rows[seen], movie_rows[seen]] = True
     als_scores = als_users @ als_movies.T
     table: dict[tuple[float, float | None], float] = {}
-    table[(0.0, None)] = _mean_precision(als_scores, marks, interactions, evaluated, k)
+    table[(0.0, None)] = _mean_precision(als_scores, marks, relevant, evaluated, k)
+    ease_marks = marks[:, columns]
+    gram = cooccurrence(ease_marks)
     for l2 in L2_GRID:
-        ease_scores = marks[:, columns] @ item_weights(marks[:, columns], l2)
+        ease_scores = ease_marks @ item_weights(ease_marks, l2, gram)
         for weight in WEIGHT_GRID:
             if weight == 0.0:
                 continue
             scores = blend_scores(als_scores, ease_scores, columns, weight)
-            table[(weight, l2)] = _mean_precision(scores, marks, interactions, evaluated, k)
+            table[(weight, l2)] = _mean_precision(scores, marks, relevant, evaluated, k)
     return table
 
 
 def _mean_precision(
-    scores: np.ndarray,
-    marks: np.ndarray,
-    interactions: Interactions,
-    evaluated: Iterable[tuple[int, set[int]]],
-    k: int,
+    scores: np.ndarray, marks: np.ndarray, relevant: np.ndarray, evaluated: np.ndarray, k: int
 ) -> float:
-    scores = np.where(marks > 0, -np.inf, scores)
-    values = []
-    for position, relevant in evaluated:
-        row = scores[position]
-        top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-        top = top[np.lexsort((top, -row[top]))]
-        values.append(precision_at_k(interactions.movie_ids[top].tolist(), relevant, k))
-    return float(np.mean(values)) if values else 0.0
-
-
-def held_out_sets(ratings: DataFrame) -> dict[int, set[int]]:
-    users, movies = collect_arrays(ratings, [USER, MOVIE], [np.int64, np.int64])
-    held_out: dict[int, set[int]] = {}
-    for user, movie in zip(users.tolist(), movies.tolist(), strict=True):
-        held_out.setdefault(user, set()).add(movie)
-    return held_out
+    if len(evaluated) == 0:
+        return 0.0
+    unrated = np.where(marks[evaluated] > 0, -np.inf, scores[evaluated])
+    width = min(k, unrated.shape[1])
+    top = np.argpartition(-unrated, width - 1, axis=1)[:, :width]
+    listed = np.take_along_axis(np.isfinite(unrated), top, axis=1)
+    hits = np.take_along_axis(relevant[evaluated], top, axis=1) & listed
+    return float(hits.sum(axis=1).mean() / k)
 
 
 def choose(tables: list[dict[tuple[float, float | None], float]]) -> tuple[dict[str, Any], list]:

@@ -128,21 +128,26 @@ def choose_ranker(
         logger.info("tune: ALS alone ranks; the EASE blend is left out because %s", reason)
         return dict(ease.ALS_ONLY), {"skipped": reason}
     k = params.top_k
-    tables = [
-        ease.precision_table(interactions, ease.held_out_sets(validation), implicit_model, k)
-    ]
     second_fit, second_validation = random_split(
         train, params.validation_fraction, params.seed + 2
     )
     second_fit = second_fit.cache()
-    tables.append(
-        ease.precision_table(
-            ease.Interactions.of(second_fit),
-            ease.held_out_sets(second_validation),
-            fit_implicit(second_fit, params),
-            k,
+    # The second carve's Spark fit runs while the driver scores the first carve.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        second_model = pool.submit(fit_implicit, second_fit, params)
+        tables = [
+            ease.precision_table(
+                interactions, ease.Interactions.of(validation), implicit_model, k
+            )
+        ]
+        tables.append(
+            ease.precision_table(
+                ease.Interactions.of(second_fit),
+                ease.Interactions.of(second_validation),
+                second_model.result(),
+                k,
+            )
         )
-    )
     second_fit.unpersist()
     chosen, rows = ease.choose(tables)
     precision = {(row["weight"], row["l2"]): row["precision"] for row in rows}

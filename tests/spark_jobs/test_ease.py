@@ -9,6 +9,7 @@ from spark_jobs import ease
 from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_ranking_model
 from spark_jobs.model import fit_rating_model
+from spark_jobs.ranking import precision_at_k
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import ListSpec
 from spark_jobs.topk import top_k_lists
@@ -140,3 +141,27 @@ def test_blend_is_left_out_above_its_limits(spark, blended, monkeypatch):
     assert "above the limit of 10 values" in ease.fits(interactions)
     monkeypatch.setattr(ease, "MAX_RATINGS", 5)
     assert "above the limit of 5" in ease.fits(interactions)
+
+
+@pytest.mark.spark
+def test_precision_table_scores_like_the_ranking_metrics(spark, blended):
+    """ALS alone in the table equals precision@k of the ALS lists, rated movies left out."""
+    ratings, als, _ = blended
+    fit, held = ratings.randomSplit([0.7, 0.3], seed=3)
+    model = fit_ranking_model(fit, rank=3, reg_param=0.1, max_iter=3, seed=1)
+    interactions = ease.Interactions.of(fit)
+    k = 2
+    table = ease.precision_table(interactions, ease.Interactions.of(held), model, k)
+    users, movies = ease.factor_arrays(model, interactions)
+    scores = users @ movies.T
+    scores[interactions.marks() > 0] = -np.inf
+    relevant: dict[int, set[int]] = {}
+    for row in held.collect():
+        relevant.setdefault(row["userId"], set()).add(row["movieId"])
+    expected = []
+    for position, user in enumerate(interactions.user_ids):
+        if int(user) in relevant:
+            top = interactions.movie_ids[np.argsort(-scores[position], kind="stable")[:k]]
+            expected.append(precision_at_k(top.tolist(), relevant[int(user)], k))
+    assert table[(0.0, None)] == pytest.approx(np.mean(expected))
+    assert len(table) == 1 + len(ease.L2_GRID) * (len(ease.WEIGHT_GRID) - 1)
