@@ -217,7 +217,7 @@ def precision_table(
 ) -> dict[tuple[float, float | None], float]:
     """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid.
 
-    The mean is over the users with a held-out rating; a list holds the k best
+    The mean is over the users with a held-out rating; a list is the k best
     movies the user did not rate, and a hit is a held-out movie, as in
     ``spark_jobs.ranking``.
     """

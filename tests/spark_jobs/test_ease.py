@@ -18,7 +18,7 @@ from tests.spark_jobs.stage_inputs import synthetic_ratings
 SCHEMA = "userId int, movieId int, rating float, timestamp long"
 
 
-def test_weights_solve_the_ridge_problem_with_a_zero_diagonal():
+def test_weights_are_ridge_fits():
     """Each column of B is the ridge fit of that movie from the others (Lagrangian form)."""
     generator = np.random.default_rng(1)
     marks = (generator.random((40, 6)) < 0.4).astype(float)
@@ -39,7 +39,7 @@ def test_weights_reject_l2_of_zero():
         ease.item_weights(np.eye(3), 0.0)
 
 
-def test_blend_weight_zero_and_one_order_as_each_model():
+def test_blend_extremes_match_each_model():
     generator = np.random.default_rng(2)
     als = generator.normal(size=(3, 8))
     ease_scores = generator.normal(size=(3, 5))
@@ -58,7 +58,7 @@ def test_blend_weighs_each_model_by_its_spread():
     np.testing.assert_allclose(blended, expected)
 
 
-def test_most_rated_keeps_the_busiest_movies_in_id_order():
+def test_most_rated_keeps_busiest_movies():
     interactions = ease.Interactions(
         user_ids=np.array([1, 2, 3]),
         movie_ids=np.array([10, 20, 30, 40]),
@@ -68,7 +68,7 @@ def test_most_rated_keeps_the_busiest_movies_in_id_order():
     assert ease.most_rated(interactions, limit=2).tolist() == [1, 3]
 
 
-def test_choose_averages_carves_and_prefers_the_simpler_model_on_ties():
+def test_choose_averages_carves_breaks_ties():
     first = {(0.0, None): 0.30, (0.5, 100.0): 0.32, (0.5, 300.0): 0.30}
     second = {(0.0, None): 0.30, (0.5, 100.0): 0.26, (0.5, 300.0): 0.30}
     chosen, rows = ease.choose([first, second])
@@ -147,16 +147,16 @@ def test_blend_is_left_out_above_its_limits(spark, blended, monkeypatch):
 def test_precision_table_scores_like_the_ranking_metrics(spark, blended):
     """ALS alone in the table equals precision@k of the ALS lists, rated movies left out."""
     ratings, als, _ = blended
-    fit, held = ratings.randomSplit([0.7, 0.3], seed=3)
+    fit, held_out = ratings.randomSplit([0.7, 0.3], seed=3)
     model = fit_ranking_model(fit, rank=3, reg_param=0.1, max_iter=3, seed=1)
     interactions = ease.Interactions.of(fit)
     k = 2
-    table = ease.precision_table(interactions, ease.Interactions.of(held), model, k)
+    table = ease.precision_table(interactions, ease.Interactions.of(held_out), model, k)
     users, movies = ease.factor_arrays(model, interactions)
     scores = users @ movies.T
     scores[interactions.marks() > 0] = -np.inf
     relevant: dict[int, set[int]] = {}
-    for row in held.collect():
+    for row in held_out.collect():
         relevant.setdefault(row["userId"], set()).add(row["movieId"])
     expected = []
     for position, user in enumerate(interactions.user_ids):
