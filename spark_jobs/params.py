@@ -38,8 +38,9 @@ DEFAULT_IMPLICIT_ALPHA = 1.0
 RATING_MODELS = ("als", "bayes")
 DEFAULT_RATING_MODEL = "als"
 # The Bayesian model's rank and Gibbs samples; the first fifth of the samples are
-# burn-in. On ml-100k fold u1, 200 samples scored only 0.0006 RMSE better than 100,
-# in twice the time.
+# burn-in. On a validation carve of ml-100k's u1.base, rank 16 with 100 samples
+# scored 0.9007 RMSE; rank 8 scored 0.9018, rank 32 0.9008, and rank 16 with 50
+# or 200 samples 0.9075 or 0.9026.
 DEFAULT_BAYES_RANK = 16
 DEFAULT_BAYES_SAMPLES = 100
 # Top-k lists that recommend can write. "default" is the one tune measured best.
