@@ -325,8 +325,13 @@ def run(context: StageContext) -> dict[str, Any]:
         "validation_rmse": best["rmse"],
     }
     rating_models = [
-        {"model": ALS_KIND, "validation_rmse": best["rmse"], "rank": best["rank"],
-         "regParam": best["regParam"], "maxIter": best["maxIter"]}
+        {
+            "model": ALS_KIND,
+            "validation_rmse": best["rmse"],
+            "rank": best["rank"],
+            "regParam": best["regParam"],
+            "maxIter": best["maxIter"],
+        }
     ]
     if bayes_result is None:
         rating_models.append(
@@ -390,8 +395,17 @@ def run(context: StageContext) -> dict[str, Any]:
         commit.counts.update(
             {"n_fit": n_fit, "n_validation": n_validation, "grid_points": len(points)}
         )
-    bias_tables = (rating_model.baseline.user_bias, rating_model.baseline.movie_bias)
-    for frame in (train, fit, validation, residuals, baseline.user_bias, baseline.movie_bias, *bias_tables):
+    cached = (
+        train,
+        fit,
+        validation,
+        residuals,
+        baseline.user_bias,
+        baseline.movie_bias,
+        rating_model.baseline.user_bias,
+        rating_model.baseline.movie_bias,
+    )
+    for frame in cached:
         frame.unpersist()
     logger.info(
         "tune: chose the %s rating model; ALS at rank %d, regParam %g, maxIter %d; "
