@@ -197,13 +197,16 @@ def sample_rows(
 
 
 def sample_prior(values: np.ndarray, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw each column's prior mean and precision from their normal-gamma conditional."""
+    """Draw each column's prior mean and precision from their normal-gamma conditional.
+
+    The precision is drawn with the mean integrated out, then the mean given it.
+    """
     count = len(values)
     column_mean = values.mean(axis=0)
     spread = ((values - column_mean) ** 2).sum(axis=0)
     shrink = count * HYPER_MEAN_WEIGHT / (count + HYPER_MEAN_WEIGHT) * column_mean**2
     precision = generator.gamma(
-        HYPER_SHAPE + (count + 1) / 2, 1.0 / (HYPER_RATE + 0.5 * (spread + shrink))
+        HYPER_SHAPE + count / 2, 1.0 / (HYPER_RATE + 0.5 * (spread + shrink))
     )
     mean = generator.normal(
         values.sum(axis=0) / (count + HYPER_MEAN_WEIGHT),

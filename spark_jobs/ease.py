@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 
 MAX_MOVIES = 1500
 MAX_RATINGS = 5_000_000
-MAX_USER_VALUES = 50_000_000
+# Tune holds about five dense users x movies float64 arrays at once on the driver,
+# so this many values needs about 1 GB there.
+MAX_USER_VALUES = 25_000_000
 
 L2_GRID = (100.0, 300.0, 900.0)
 WEIGHT_GRID = (0.0, 0.3, 0.5, 0.7)

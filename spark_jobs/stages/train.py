@@ -58,7 +58,8 @@ def chosen_settings(
     """Return (rating model settings, ranker, list spec dict, tune manifest or None).
 
     An option given on the command line wins over tune's choice, which wins over the
-    default.
+    default. An ALS option (rank, regParam, maxIter) given without --rating-model
+    asks for ALS, so it is never dropped silently.
     """
     spark, layout, params = context.spark, context.layout, context.params
     settings = {
@@ -66,6 +67,8 @@ def chosen_settings(
         "rank": params.rank,
         "regParam": params.reg_param,
         "maxIter": params.max_iter,
+        "bayes_rank": params.bayes_rank,
+        "bayes_samples": params.bayes_samples,
     }
     list_spec = ListSpec(DEFAULT_LIST_STRATEGY, params.top_k)
     ranker = dict(ease.ALS_ONLY)
@@ -83,6 +86,13 @@ def chosen_settings(
         for field, key in tuned:
             if field not in context.explicit:
                 settings[key] = chosen[key]
+        sampled = chosen.get("bayes", {})
+        for field, key in (("bayes_rank", "rank"), ("bayes_samples", "samples")):
+            if field not in context.explicit and key in sampled:
+                settings[field] = sampled[key]
+        als_options = {"rank", "reg_param", "max_iter"} & set(context.explicit)
+        if als_options and "rating_model" not in context.explicit:
+            settings["model"] = ALS_KIND
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
         ranker = chosen.get("ranker", ranker)
     return settings, ranker, list_spec.to_dict(), tune
@@ -113,9 +123,9 @@ def run(context: StageContext) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=1) as pool:
         if settings["model"] == BAYES_KIND:
             chain = bayes.ChainSettings(
-                rank=params.bayes_rank,
-                samples=params.bayes_samples,
-                burn_in=params.bayes_burn_in,
+                rank=settings["bayes_rank"],
+                samples=settings["bayes_samples"],
+                burn_in=settings["bayes_samples"] // 5,
                 seed=params.seed,
             )
             settings = {"model": BAYES_KIND, **chain.to_dict()}

@@ -111,6 +111,7 @@ def fit_implicit(ratings: DataFrame, params: Parameters):
 def choose_ranker(
     train: DataFrame,
     fit: DataFrame,
+    n_fit: int,
     validation: DataFrame,
     implicit_model: Any,
     params: Parameters,
@@ -122,8 +123,12 @@ def choose_ranker(
     hashed with seed + 2. One carve alone is too noisy to separate them.
     """
     started = time.monotonic()
-    interactions = ease.Interactions.of(fit)
-    reason = ease.fits(interactions)
+    reason = None
+    if n_fit > ease.MAX_RATINGS:
+        reason = f"the fit set has {n_fit} ratings, above the limit of {ease.MAX_RATINGS}"
+    else:
+        interactions = ease.Interactions.of(fit)
+        reason = ease.fits(interactions)
     if reason is not None:
         logger.info("tune: ALS alone ranks; the EASE blend is left out because %s", reason)
         return dict(ease.ALS_ONLY), {"skipped": reason}
@@ -357,7 +362,7 @@ def run(context: StageContext) -> dict[str, Any]:
     grid = [row for row in table if row["maxIter"] == params.study_max_iter]
     study = _curves(table)[(best["rank"], best["regParam"])]
     implicit_model = fit_implicit(fit, params)
-    ranker, rankers = choose_ranker(train, fit, validation, implicit_model, params)
+    ranker, rankers = choose_ranker(train, fit, n_fit, validation, implicit_model, params)
     ranking_model = (
         ease.blended_ranker(implicit_model, fit, ranker["weight"], ranker["l2"])
         if ranker["weight"] > 0

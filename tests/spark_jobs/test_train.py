@@ -98,6 +98,29 @@ def test_tuned_blend_is_the_saved_ranking_model(spark, tmp_path):
     assert "EASE" in metrics["ranking_model"]["kind"]
 
 
+def _commit_bayes_tune(spark, layout):
+    split_manifest = read_manifest(spark, layout, "split")
+    chosen = {**TUNED, "model": "bayes", "bayes": {"rank": 2, "samples": 6, "burn_in": 1}}
+    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
+        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": chosen})
+
+
+def test_tuned_bayes_settings_are_used(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_bayes_tune(spark, layout)
+    summary = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
+    assert summary["params"] == {"model": "bayes", "rank": 2, "samples": 6, "burn_in": 1}
+
+
+def test_als_option_asks_for_als_over_tuned_bayes(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_bayes_tune(spark, layout)
+    summary = train.run(context_for(spark, layout, explicit={"rank": 5, "implicit_max_iter": 2}))
+    assert summary["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
+
+
 def test_rating_model_option_wins_over_tune(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
