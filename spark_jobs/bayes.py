@@ -40,14 +40,14 @@ from spark_jobs.schema import RATING
 from spark_jobs.schema import USER
 from spark_jobs.sweep import RatingsByRow
 from spark_jobs.sweep import collect_arrays
-from spark_jobs.sweep import index_of
+from spark_jobs.sweep import pair_positions
 from spark_jobs.sweep import row_batches
 
 KIND = BAYES_KIND
 
 # Tune leaves the sampler out above this many fit ratings. A sample took about
-# 0.1 s for ml-latest-small's 65,000 fit ratings on one core; at that rate 100
-# samples of 5 million ratings take about 13 minutes.
+# 0.1 s for ml-latest-small's 65,000 fit ratings on one core. At that rate, 100
+# samples of 5 million ratings would take about 13 minutes.
 MAX_RATINGS = 5_000_000
 
 # Hyperprior: precisions ~ Gamma(shape, rate), and a dimension's prior mean has
@@ -56,6 +56,8 @@ HYPER_SHAPE = 1.0
 HYPER_RATE = 1.0
 HYPER_MEAN_WEIGHT = 1.0
 INITIAL_SCALE = 0.1
+# The first fifth of the samples are burn-in: they are drawn but not averaged.
+BURN_IN_DIVISOR = 5
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class ChainSettings:
                 f"burn-in must be at least 0 and below the sample count {self.samples}, "
                 f"got {self.burn_in}"
             )
+
+    @classmethod
+    def of(cls, rank: int, samples: int, seed: int) -> ChainSettings:
+        """Return settings whose burn-in is the first BURN_IN_DIVISOR-th of the samples."""
+        return cls(rank=rank, samples=samples, burn_in=samples // BURN_IN_DIVISOR, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "samples": self.samples, "burn_in": self.burn_in}
@@ -135,9 +142,9 @@ def prepare(
         raw_users, raw_movies, raw_ratings = collect_arrays(
             validation, [USER, MOVIE, RATING], [np.int64, np.int64, np.float64]
         )
-        user_positions = index_of(user_ids, raw_users)
-        movie_positions = index_of(movie_ids, raw_movies)
-        known = (user_positions >= 0) & (movie_positions >= 0)
+        user_positions, movie_positions, known = pair_positions(
+            user_ids, movie_ids, raw_users, raw_movies
+        )
         v_users = user_positions[known].astype(np.int32)
         v_movies = movie_positions[known].astype(np.int32)
         v_ratings = raw_ratings[known]
@@ -253,16 +260,16 @@ def sample_posterior(data: BayesData, settings: ChainSettings) -> Posterior:
             user_sum += users
             movie_sum += movies
 
-    kept = settings.samples - settings.burn_in
-    user_mean_rows = user_sum / kept
-    movie_mean_rows = movie_sum / kept
+    averaged = settings.samples - settings.burn_in
+    user_mean_rows = user_sum / averaged
+    movie_mean_rows = movie_sum / averaged
     return Posterior(
         user_bias=user_mean_rows[:, 0],
         movie_bias=movie_mean_rows[:, 0],
         user_factors=user_mean_rows[:, 1:],
         movie_factors=movie_mean_rows[:, 1:],
         noise_precision=float(noise_precision),
-        samples_averaged=kept,
+        samples_averaged=averaged,
     )
 
 
@@ -294,6 +301,17 @@ def validation_rmse(data: BayesData, posterior: Posterior) -> float:
     )
     prediction = np.clip(raw, data.scale_min, data.scale_max)
     return float(np.sqrt(np.mean((prediction - data.validation_ratings) ** 2)))
+
+
+def sample(
+    ratings: DataFrame,
+    validation: DataFrame | None,
+    scale: RatingScale,
+    settings: ChainSettings,
+) -> tuple[BayesData, Posterior]:
+    """Collect ``ratings`` (and ``validation``, to score later) and run the sampler on them."""
+    data = prepare(ratings, validation, scale)
+    return data, run_chain(ratings.sparkSession.sparkContext, data, settings)
 
 
 def run_chain(spark_context: Any, data: BayesData, settings: ChainSettings) -> Posterior:

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MOVIES = 1500
 MAX_RATINGS = 5_000_000
-# Tune holds about five dense users x movies float64 arrays at once on the driver,
+# Tune keeps about five dense users x movies float64 arrays at once on the driver,
 # so this many values needs about 1 GB there.
 MAX_USER_VALUES = 25_000_000
 
@@ -219,7 +219,7 @@ def precision_table(
 ) -> dict[tuple[float, float | None], float]:
     """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid.
 
-    The mean is over the users with a held-out rating; a list is the k best
+    The mean is over the users with a held-out rating. A list is the k best
     movies the user did not rate, and a hit is a held-out movie, as in
     ``spark_jobs.ranking``.
     """

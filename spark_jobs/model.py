@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import fs
 from spark_jobs.layout import join_uri
+from spark_jobs.params import Parameters
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import PREDICTION
 from spark_jobs.schema import RATING
@@ -396,6 +397,18 @@ def fit_ranking_model(
         alpha=alpha,
     )
     return estimator.fit(ratings.select(USER, MOVIE, RATING))
+
+
+def fit_implicit(ratings: DataFrame, params: Parameters) -> ALSModel:
+    """Fit the implicit-feedback ranking model with the run's --implicit-* parameters."""
+    return fit_ranking_model(
+        ratings,
+        rank=params.implicit_rank,
+        reg_param=params.implicit_reg_param,
+        max_iter=params.implicit_max_iter,
+        alpha=params.implicit_alpha,
+        seed=params.seed,
+    )
 
 
 def rmse_and_mae(predictions: DataFrame) -> tuple[float, float]:

@@ -132,11 +132,6 @@ class Parameters:
             raise ParameterError("invalid value for --reg-grid: empty; give at least one value")
         return self
 
-    @property
-    def bayes_burn_in(self) -> int:
-        """Gibbs samples discarded before averaging: the first fifth."""
-        return self.bayes_samples // 5
-
     def with_values(self, **changes: Any) -> Parameters:
         return replace(self, **changes)
 

@@ -142,9 +142,7 @@ def prepare(
     v_users, v_movies, v_ratings, v_base = collect_arrays(
         scored, [USER, MOVIE, RATING, BASE], [np.int64, np.int64, np.float64, np.float64]
     )
-    v_user_index = index_of(user_ids, v_users)
-    v_movie_index = index_of(movie_ids, v_movies)
-    known = (v_user_index >= 0) & (v_movie_index >= 0)
+    v_user_index, v_movie_index, known = pair_positions(user_ids, movie_ids, v_users, v_movies)
     return SweepData(
         user_ids=user_ids,
         movie_ids=movie_ids,
@@ -157,6 +155,15 @@ def prepare(
         scale_min=scale.minimum,
         scale_max=scale.maximum,
     )
+
+
+def pair_positions(
+    user_ids: np.ndarray, movie_ids: np.ndarray, users: np.ndarray, movies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return each (user, movie) pair's positions in the sorted ids, and where both are known."""
+    user_positions = index_of(user_ids, users)
+    movie_positions = index_of(movie_ids, movies)
+    return user_positions, movie_positions, (user_positions >= 0) & (movie_positions >= 0)
 
 
 def index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:

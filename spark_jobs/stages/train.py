@@ -32,7 +32,7 @@ from spark_jobs.model import BAYES_KIND
 from spark_jobs.model import MODEL_DESCRIPTIONS
 from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
-from spark_jobs.model import fit_ranking_model
+from spark_jobs.model import fit_implicit
 from spark_jobs.model import fit_rating_model
 from spark_jobs.model import rmse_and_mae
 from spark_jobs.stages.split import rating_scale
@@ -59,7 +59,7 @@ def chosen_settings(
 
     An option given on the command line wins over tune's choice, which wins over the
     default. An ALS option (rank, regParam, maxIter) given without --rating-model
-    asks for ALS, so it is never dropped silently.
+    selects ALS, so the option is never ignored.
     """
     spark, layout, params = context.spark, context.layout, context.params
     settings = {
@@ -99,8 +99,7 @@ def chosen_settings(
 
 
 def _sample_bayes(train: DataFrame, scale: RatingScale, chain: bayes.ChainSettings) -> RatingModel:
-    data = bayes.prepare(train, None, scale)
-    posterior = bayes.run_chain(train.sparkSession.sparkContext, data, chain)
+    data, posterior = bayes.sample(train, None, scale, chain)
     return bayes.rating_model(train.sparkSession, data, posterior, scale, chain)
 
 
@@ -122,22 +121,12 @@ def run(context: StageContext) -> dict[str, Any]:
     # The sampler is one long task, so the ranking model fits beside it.
     with ThreadPoolExecutor(max_workers=1) as pool:
         if settings["model"] == BAYES_KIND:
-            chain = bayes.ChainSettings(
-                rank=settings["bayes_rank"],
-                samples=settings["bayes_samples"],
-                burn_in=settings["bayes_samples"] // 5,
-                seed=params.seed,
+            chain = bayes.ChainSettings.of(
+                settings["bayes_rank"], settings["bayes_samples"], params.seed
             )
             settings = {"model": BAYES_KIND, **chain.to_dict()}
             sampled = pool.submit(_sample_bayes, train, scale, chain)
-        ranking_model = fit_ranking_model(
-            train,
-            rank=params.implicit_rank,
-            reg_param=params.implicit_reg_param,
-            max_iter=params.implicit_max_iter,
-            alpha=params.implicit_alpha,
-            seed=params.seed,
-        )
+        ranking_model = fit_implicit(train, params)
         if settings["model"] == BAYES_KIND:
             rating_model = sampled.result()
         else:

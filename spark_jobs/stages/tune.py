@@ -41,7 +41,7 @@ from spark_jobs.model import Baseline
 from spark_jobs.model import RatingModel
 from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_baseline
-from spark_jobs.model import fit_ranking_model
+from spark_jobs.model import fit_implicit
 from spark_jobs.params import Parameters
 from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.stages.split import random_split
@@ -97,17 +97,6 @@ def als_rating_model(
     return RatingModel(baseline, factors, scale)
 
 
-def fit_implicit(ratings: DataFrame, params: Parameters):
-    return fit_ranking_model(
-        ratings,
-        rank=params.implicit_rank,
-        reg_param=params.implicit_reg_param,
-        max_iter=params.implicit_max_iter,
-        alpha=params.implicit_alpha,
-        seed=params.seed,
-    )
-
-
 def choose_ranker(
     train: DataFrame,
     fit: DataFrame,
@@ -156,11 +145,14 @@ def choose_ranker(
     second_fit.unpersist()
     chosen, rows = ease.choose(tables)
     precision = {(row["weight"], row["l2"]): row["precision"] for row in rows}
+    described = (
+        "ALS alone"
+        if chosen["weight"] == 0.0
+        else f"ALS blended with EASE, weight {chosen['weight']:g}, l2 {chosen['l2']:g}"
+    )
     logger.info(
-        "tune: ranker weight %g on EASE (l2 %s): mean validation precision@%d %.4f, "
-        "ALS alone %.4f, in %.1f s",
-        chosen["weight"],
-        chosen["l2"],
+        "tune: ranker %s: mean validation precision@%d %.4f, ALS alone %.4f, in %.1f s",
+        described,
         k,
         precision[(chosen["weight"], chosen["l2"])],
         precision[(0.0, None)],
@@ -204,22 +196,12 @@ def choose_list(
     return ListSpec(best["strategy"], best["candidates"]), measured
 
 
-def bayes_settings(params: Parameters) -> bayes.ChainSettings:
-    return bayes.ChainSettings(
-        rank=params.bayes_rank,
-        samples=params.bayes_samples,
-        burn_in=params.bayes_burn_in,
-        seed=params.seed,
-    )
-
-
 def score_bayes(
     fit: DataFrame, validation: DataFrame, scale: RatingScale, settings: bayes.ChainSettings
 ) -> tuple[bayes.BayesData, bayes.Posterior, float]:
     """Sample the Bayesian model on the fit set; return its data, posterior and validation RMSE."""
     started = time.monotonic()
-    data = bayes.prepare(fit, validation, scale)
-    posterior = bayes.run_chain(fit.sparkSession.sparkContext, data, settings)
+    data, posterior = bayes.sample(fit, validation, scale, settings)
     rmse = bayes.validation_rmse(data, posterior)
     logger.info(
         "tune: Bayesian model, rank %d, %d samples -> validation RMSE %.4f in %.1f s",
@@ -298,7 +280,7 @@ def run(context: StageContext) -> dict[str, Any]:
     residuals.count()
 
     points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
-    settings = bayes_settings(params)
+    settings = bayes.ChainSettings.of(params.bayes_rank, params.bayes_samples, params.seed)
     with_bayes = n_fit <= bayes.MAX_RATINGS
     sweep_started = time.monotonic()
     data = prepare_sweep(residuals, validation, baseline, scale)

@@ -45,10 +45,12 @@ def test_model_directory_holds_both_models(spark, tmp_path_factory):
     assert fs.read_json(spark, layout.path(train.MODEL_CHOICE))["default_list"]["strategy"]
 
 
-def _commit_fake_tune(spark, layout):
+def _commit_fake_tune(spark, layout, chosen=None):
+    """Commit a tune stage whose only output is results.json with ``chosen`` (default TUNED)."""
     split_manifest = read_manifest(spark, layout, "split")
     with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
-        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": TUNED})
+        results = {"chosen": TUNED if chosen is None else chosen}
+        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
 
 
 def test_tuned_parameters_used_unless_given(spark, tmp_path):
@@ -66,11 +68,7 @@ def test_tuned_parameters_used_unless_given(spark, tmp_path):
 def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
-    split_manifest = read_manifest(spark, layout, "split")
-    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
-        fs.write_json(
-            spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": {**TUNED, "model": "bayes"}}
-        )
+    _commit_fake_tune(spark, layout, {**TUNED, "model": "bayes"})
     explicit = {"bayes_rank": 3, "bayes_samples": 10, "implicit_max_iter": 2}
     summary = train.run(context_for(spark, layout, explicit=explicit))
     metrics = fs.read_json(spark, layout.metrics)
@@ -86,10 +84,7 @@ def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
 def test_tuned_blend_is_the_saved_ranking_model(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
-    split_manifest = read_manifest(spark, layout, "split")
-    chosen = {**TUNED, "ranker": {"weight": 0.5, "l2": 5.0}}
-    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
-        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": chosen})
+    _commit_fake_tune(spark, layout, {**TUNED, "ranker": {"weight": 0.5, "l2": 5.0}})
     train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
     ranking = ease.load_ranking_model(spark, layout.path(train.RANKING_MODEL))
     metrics = fs.read_json(spark, layout.metrics)
@@ -99,10 +94,8 @@ def test_tuned_blend_is_the_saved_ranking_model(spark, tmp_path):
 
 
 def _commit_bayes_tune(spark, layout):
-    split_manifest = read_manifest(spark, layout, "split")
-    chosen = {**TUNED, "model": "bayes", "bayes": {"rank": 2, "samples": 6, "burn_in": 1}}
-    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
-        fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), {"chosen": chosen})
+    bayes = {"rank": 2, "samples": 6, "burn_in": 1}
+    _commit_fake_tune(spark, layout, {**TUNED, "model": "bayes", "bayes": bayes})
 
 
 def test_tuned_bayes_settings_are_used(spark, tmp_path):
