@@ -13,7 +13,7 @@ taste, and the two make different mistakes. The blend ranks a user's movies by
 
 where each standard deviation is over that user's scores, so neither model's
 scale dominates. Tune chooses l2 and the weight (weight 0 is ALS alone) by mean
-precision@k on two validation carves of the training split.
+precision@k on validation carves of the training split.
 
 The top-k code computes the EASE term in the workers from each user's rated
 movies, with B broadcast. EASE needs that dense movies x movies matrix, so it
@@ -37,8 +37,11 @@ from pyspark.sql import SparkSession
 
 from spark_jobs import fs
 from spark_jobs.layout import join_uri
+from spark_jobs.model import FactorTables
 from spark_jobs.schema import MOVIE
+from spark_jobs.schema import RATING
 from spark_jobs.schema import USER
+from spark_jobs.sweep import RatingsByRow
 from spark_jobs.sweep import collect_arrays
 from spark_jobs.sweep import index_of
 
@@ -62,23 +65,36 @@ _BLEND_JSON = "blend.json"
 
 @dataclass(frozen=True)
 class Interactions:
-    """The fit ratings as dense index pairs: ``users[i]`` rated ``movies[i]``."""
+    """The fit ratings as dense index pairs: ``users[i]`` rated ``movies[i]`` as ``ratings[i]``."""
 
     user_ids: np.ndarray
     movie_ids: np.ndarray
     users: np.ndarray
     movies: np.ndarray
+    ratings: np.ndarray
 
     @classmethod
-    def of(cls, ratings: DataFrame) -> Interactions:
-        users, movies = collect_arrays(ratings, [USER, MOVIE], [np.int64, np.int64])
+    def of(cls, frame: DataFrame) -> Interactions:
+        users, movies, ratings = collect_arrays(
+            frame, [USER, MOVIE, RATING], [np.int64, np.int64, np.float32]
+        )
+        return cls.of_arrays(users, movies, ratings)
+
+    @classmethod
+    def of_arrays(cls, users: np.ndarray, movies: np.ndarray, ratings: np.ndarray) -> Interactions:
         user_ids, user_index = np.unique(users, return_inverse=True)
         movie_ids, movie_index = np.unique(movies, return_inverse=True)
-        return cls(user_ids, movie_ids, user_index, movie_index)
+        return cls(user_ids, movie_ids, user_index, movie_index, ratings)
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.user_ids), len(self.movie_ids)
+
+    def by_user(self) -> RatingsByRow:
+        return RatingsByRow.of(self.users, self.movies, self.ratings, len(self.user_ids))
+
+    def by_movie(self) -> RatingsByRow:
+        return RatingsByRow.of(self.movies, self.users, self.ratings, len(self.movie_ids))
 
     def marks(self) -> np.ndarray:
         """Return the users x movies matrix with 1 where the user rated the movie."""
@@ -167,9 +183,13 @@ def _inverse_spread(scores: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BlendedRanker:
-    """Implicit ALS blended with EASE: what the top-k lists need to rank by the blend."""
+    """Implicit ALS blended with EASE: what the top-k lists need to rank by the blend.
 
-    als: ALSModel
+    ``als`` is a fitted ALSModel, or in tune the factor tables of the driver's fit,
+    which tune scores but never saves.
+    """
+
+    als: ALSModel | FactorTables
     movie_ids: np.ndarray
     weights: np.ndarray
     weight: float
@@ -214,16 +234,17 @@ class BlendedRanker:
 def precision_table(
     interactions: Interactions,
     held_out: Interactions,
-    als_model: ALSModel,
+    als_users: np.ndarray,
+    als_movies: np.ndarray,
     k: int,
 ) -> dict[tuple[float, float | None], float]:
     """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid.
 
-    The mean is over the users with a held-out rating. A list is the k best
-    movies the user did not rate, and a hit is a held-out movie, as in
-    ``spark_jobs.ranking``.
+    ``als_users`` and ``als_movies`` are the implicit ALS factors in the dense
+    order of ``interactions``. The mean is over the users with a held-out rating.
+    A list is the k best movies the user did not rate, and a hit is a held-out
+    movie, as in ``spark_jobs.ranking``.
     """
-    als_users, als_movies = factor_arrays(als_model, interactions)
     marks = interactions.marks()
     columns = most_rated(interactions)
     relevant = np.zeros(interactions.shape, dtype=bool)
@@ -277,9 +298,10 @@ def choose(tables: list[dict[tuple[float, float | None], float]]) -> tuple[dict[
     return {"weight": best["weight"], "l2": best["l2"]}, rows
 
 
-def blended_ranker(als_model: ALSModel, ratings: DataFrame, weight: float, l2: float) -> BlendedRanker:
-    """Return the blend of ``als_model`` with EASE fitted on ``ratings``."""
-    interactions = Interactions.of(ratings)
+def blended_ranker(
+    als_model: ALSModel | FactorTables, interactions: Interactions, weight: float, l2: float
+) -> BlendedRanker:
+    """Return the blend of ``als_model`` with EASE fitted on ``interactions``."""
     columns = most_rated(interactions)
     marks = interactions.marks()[:, columns]
     weights = item_weights(marks, l2).astype(np.float32)

@@ -153,7 +153,7 @@ def run(context: StageContext) -> dict[str, Any]:
     ranking_kind = "ALS on implicit feedback, confidence 1 + alpha * rating"
     if ranker["weight"] > 0:
         ranking_model = ease.blended_ranker(
-            ranking_model, train, ranker["weight"], ranker["l2"]
+            ranking_model, ease.Interactions.of(train), ranker["weight"], ranker["l2"]
         )
         ranking_kind += f", blended with EASE (weight {ranker['weight']:g}, l2 {ranker['l2']:g})"
     dataset = load.dataset

@@ -64,6 +64,7 @@ def test_most_rated_keeps_busiest_movies():
         movie_ids=np.array([10, 20, 30, 40]),
         users=np.array([0, 1, 2, 0, 1, 0]),
         movies=np.array([3, 3, 3, 1, 1, 0]),
+        ratings=np.ones(6, dtype=np.float32),
     )
     assert ease.most_rated(interactions, limit=2).tolist() == [1, 3]
 
@@ -80,7 +81,7 @@ def test_choose_averages_carves_breaks_ties():
 def blended(spark):
     ratings = spark.createDataFrame(synthetic_ratings(), SCHEMA).cache()
     als = fit_ranking_model(ratings, rank=3, reg_param=0.1, max_iter=3, seed=1)
-    return ratings, als, ease.blended_ranker(als, ratings, 0.5, 5.0)
+    return ratings, als, ease.blended_ranker(als, ease.Interactions.of(ratings), 0.5, 5.0)
 
 
 @pytest.mark.spark
@@ -151,8 +152,8 @@ def test_precision_table_scores_like_the_ranking_metrics(spark, blended):
     model = fit_ranking_model(fit, rank=3, reg_param=0.1, max_iter=3, seed=1)
     interactions = ease.Interactions.of(fit)
     k = 2
-    table = ease.precision_table(interactions, ease.Interactions.of(held_out), model, k)
     users, movies = ease.factor_arrays(model, interactions)
+    table = ease.precision_table(interactions, ease.Interactions.of(held_out), users, movies, k)
     scores = users @ movies.T
     scores[interactions.marks() > 0] = -np.inf
     relevant: dict[int, set[int]] = {}

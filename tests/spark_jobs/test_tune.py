@@ -8,6 +8,7 @@ import io
 import pytest
 
 from spark_jobs import fs
+from spark_jobs.params import Parameters
 from spark_jobs.stages import split
 from spark_jobs.stages import tune
 from tests.spark_jobs.stage_inputs import context_for
@@ -85,7 +86,7 @@ def test_chosen_ranker_has_best_mean_precision(tuned):
         row for row in rows if (row["weight"], row["l2"]) == (chosen["weight"], chosen["l2"])
     )
     assert chosen_row["precision"] == best
-    assert all(len(row["by_carve"]) == 2 for row in rows)
+    assert all(len(row["by_carve"]) == tune.RANKER_CARVES for row in rows)
     assert {row["weight"] for row in rows} == {0.0, 0.3, 0.5, 0.7}
 
 
@@ -139,3 +140,32 @@ def test_validation_split_is_inside_training(spark):
     assert validation_pairs
     assert not fit_pairs & validation_pairs
     assert len(fit_pairs) + len(validation_pairs) == train.count()
+
+
+def test_first_carve_is_validation_split(spark, tuned):
+    """The carves come from one pass over train, and the first equals tune's validation split."""
+    layout, _, _ = tuned
+    train = spark.read.parquet(layout.split_train)
+    params = Parameters()
+    carves = tune.ranker_carves(train, params)
+    assert len(carves) == tune.RANKER_CARVES
+    fit, validation = tune.validation_split(train, params)
+
+    def pairs(interactions):
+        return sorted(
+            zip(
+                interactions.user_ids[interactions.users].tolist(),
+                interactions.movie_ids[interactions.movies].tolist(),
+                strict=True,
+            )
+        )
+
+    def frame_pairs(frame):
+        return sorted((row["userId"], row["movieId"]) for row in frame.collect())
+
+    assert pairs(carves[0][0]) == frame_pairs(fit)
+    assert pairs(carves[0][1]) == frame_pairs(validation)
+    every = frame_pairs(train)
+    for carve_fit, carve_validation in carves:
+        assert sorted(pairs(carve_fit) + pairs(carve_validation)) == every
+    assert pairs(carves[1][1]) != pairs(carves[0][1])
