@@ -231,6 +231,74 @@ class BlendedRanker:
         return fs.exists(spark, join_uri(uri, _BLEND_JSON))
 
 
+@dataclass(frozen=True)
+class CarveScorer:
+    """A validation carve ready to score rankers: its users' rated and held-out movies.
+
+    Rows are the users with a held-out rating, in the dense order of the fit
+    interactions. ``ease_scores`` maps each l2 of the grid to EASE's scores of the
+    ``columns``. They do not depend on the ALS fit, so tune computes them while
+    ALS fits.
+    """
+
+    evaluated: np.ndarray
+    rated: np.ndarray
+    relevant: np.ndarray
+    columns: np.ndarray
+    ease_scores: dict[float, np.ndarray]
+
+    @classmethod
+    def of(cls, interactions: Interactions, held_out: Interactions) -> CarveScorer:
+        user_rows = index_of(interactions.user_ids, held_out.user_ids[held_out.users])
+        movie_rows = index_of(interactions.movie_ids, held_out.movie_ids[held_out.movies])
+        known = user_rows >= 0
+        evaluated = np.unique(user_rows[known])
+        seen = known & (movie_rows >= 0)
+        relevant = np.zeros((len(evaluated), interactions.shape[1]), dtype=bool)
+        relevant[np.searchsorted(evaluated, user_rows[seen]), movie_rows[seen]] = True
+        marks = interactions.marks()
+        columns = most_rated(interactions)
+        ease_marks = marks[:, columns]
+        gram = cooccurrence(ease_marks)
+        evaluated_marks = ease_marks[evaluated]
+        ease_scores = {
+            l2: (evaluated_marks @ item_weights(ease_marks, l2, gram)).astype(np.float32)
+            for l2 in L2_GRID
+        }
+        return cls(evaluated, marks[evaluated] > 0, relevant, columns, ease_scores)
+
+    def table(
+        self, als_users: np.ndarray, als_movies: np.ndarray, k: int
+    ) -> dict[tuple[float, float | None], float]:
+        """Return mean precision@k for ALS alone and every (weight, l2) of the grid.
+
+        ``als_users`` and ``als_movies`` are the implicit ALS factors in the dense
+        order of the fit interactions. The mean is over the users with a held-out
+        rating. A list is the k best movies the user did not rate, and a hit is a
+        held-out movie, as in ``spark_jobs.ranking``.
+        """
+        als_scores = als_users[self.evaluated] @ als_movies.T
+        table: dict[tuple[float, float | None], float] = {}
+        table[(0.0, None)] = self._mean_precision(als_scores, k)
+        for l2, ease_scores in self.ease_scores.items():
+            for weight in WEIGHT_GRID:
+                if weight == 0.0:
+                    continue
+                scores = blend_scores(als_scores, ease_scores, self.columns, weight)
+                table[(weight, l2)] = self._mean_precision(scores, k)
+        return table
+
+    def _mean_precision(self, scores: np.ndarray, k: int) -> float:
+        if len(self.evaluated) == 0:
+            return 0.0
+        unrated = np.where(self.rated, -np.inf, scores)
+        width = min(k, unrated.shape[1])
+        top = np.argpartition(-unrated, width - 1, axis=1)[:, :width]
+        listed = np.take_along_axis(np.isfinite(unrated), top, axis=1)
+        hits = np.take_along_axis(self.relevant, top, axis=1) & listed
+        return float(hits.sum(axis=1).mean() / k)
+
+
 def precision_table(
     interactions: Interactions,
     held_out: Interactions,
@@ -238,48 +306,8 @@ def precision_table(
     als_movies: np.ndarray,
     k: int,
 ) -> dict[tuple[float, float | None], float]:
-    """Return mean precision@k on ``held_out`` for ALS alone and every (weight, l2) of the grid.
-
-    ``als_users`` and ``als_movies`` are the implicit ALS factors in the dense
-    order of ``interactions``. The mean is over the users with a held-out rating.
-    A list is the k best movies the user did not rate, and a hit is a held-out
-    movie, as in ``spark_jobs.ranking``.
-    """
-    marks = interactions.marks()
-    columns = most_rated(interactions)
-    relevant = np.zeros(interactions.shape, dtype=bool)
-    user_rows = index_of(interactions.user_ids, held_out.user_ids[held_out.users])
-    movie_rows = index_of(interactions.movie_ids, held_out.movie_ids[held_out.movies])
-    known = user_rows >= 0
-    evaluated = np.unique(user_rows[known])
-    seen = known & (movie_rows >= 0)
-    relevant[user_rows[seen], movie_rows[seen]] = True
-    als_scores = als_users @ als_movies.T
-    table: dict[tuple[float, float | None], float] = {}
-    table[(0.0, None)] = _mean_precision(als_scores, marks, relevant, evaluated, k)
-    ease_marks = marks[:, columns]
-    gram = cooccurrence(ease_marks)
-    for l2 in L2_GRID:
-        ease_scores = ease_marks @ item_weights(ease_marks, l2, gram)
-        for weight in WEIGHT_GRID:
-            if weight == 0.0:
-                continue
-            scores = blend_scores(als_scores, ease_scores, columns, weight)
-            table[(weight, l2)] = _mean_precision(scores, marks, relevant, evaluated, k)
-    return table
-
-
-def _mean_precision(
-    scores: np.ndarray, marks: np.ndarray, relevant: np.ndarray, evaluated: np.ndarray, k: int
-) -> float:
-    if len(evaluated) == 0:
-        return 0.0
-    unrated = np.where(marks[evaluated] > 0, -np.inf, scores[evaluated])
-    width = min(k, unrated.shape[1])
-    top = np.argpartition(-unrated, width - 1, axis=1)[:, :width]
-    listed = np.take_along_axis(np.isfinite(unrated), top, axis=1)
-    hits = np.take_along_axis(relevant[evaluated], top, axis=1) & listed
-    return float(hits.sum(axis=1).mean() / k)
+    """Return ``CarveScorer.table`` for one carve: precision@k of every ranker."""
+    return CarveScorer.of(interactions, held_out).table(als_users, als_movies, k)
 
 
 def choose(tables: list[dict[tuple[float, float | None], float]]) -> tuple[dict[str, Any], list]:

@@ -22,8 +22,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from typing import Any
 
 import numpy as np
@@ -77,6 +80,8 @@ CANDIDATE_MULTIPLES = (1, 2, 4)
 # decides, because on ml-100k a candidate's precision@10 differed by up to 0.008
 # between carves, more than the gaps between the best candidates.
 RANKER_CARVES = 3
+# How often tune repeats its cancel of the Spark jobs still running after a failure.
+CANCEL_POLL_SECONDS = 0.5
 
 
 def validation_split(train: DataFrame, params: Parameters) -> tuple[DataFrame, DataFrame]:
@@ -162,14 +167,22 @@ def choose_ranker(
         logger.info("tune: ALS alone ranks; the EASE blend is left out because %s", reason)
         return dict(ease.ALS_ONLY), {"skipped": reason}, fit_implicit(fit, params)
     k = params.top_k
-    factors = implicit.fit_in_tasks(
-        fit.sparkSession.sparkContext,
-        [(carve_fit.by_user(), carve_fit.by_movie()) for carve_fit, _ in carves],
-        implicit.ImplicitSettings.of(params),
-    )
+    # The driver computes each carve's EASE scores while the workers fit ALS.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fitted = pool.submit(
+            implicit.fit_in_tasks,
+            fit.sparkSession.sparkContext,
+            [(carve_fit.by_user(), carve_fit.by_movie()) for carve_fit, _ in carves],
+            implicit.ImplicitSettings.of(params),
+        )
+        scorers = [
+            ease.CarveScorer.of(carve_fit, carve_validation)
+            for carve_fit, carve_validation in carves
+        ]
+        factors = fitted.result()
     tables = [
-        ease.precision_table(carve_fit, carve_validation, users, movies, k)
-        for (carve_fit, carve_validation), (users, movies) in zip(carves, factors, strict=True)
+        scorer.table(users, movies, k)
+        for scorer, (users, movies) in zip(scorers, factors, strict=True)
     ]
     chosen, rows = ease.choose(tables)
     precision = {(row["weight"], row["l2"]): row["precision"] for row in rows}
@@ -250,6 +263,53 @@ def score_bayes(
     return data, posterior, rmse
 
 
+def sweep_beside_sampler(
+    spark_context: Any,
+    run_sweep: Callable[[], list[dict[str, Any]]],
+    run_sampler: Callable[[], Any] | None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run the sweep and the sampler side by side and return both results.
+
+    The sampler is one long task, so it starts first. When either fails, tune
+    cancels the other's Spark jobs and raises the first error, rather than waiting
+    for the other to finish. The other's job may not have started yet, so the
+    cancelling repeats until the other has stopped. It cancels every job of the
+    Spark context, because these two are the only jobs running at that point.
+    """
+    sampler_failed = threading.Event()
+    sweep_over = threading.Event()
+
+    def sample_or_cancel() -> Any:
+        try:
+            return run_sampler()
+        except Exception as error:
+            if sweep_over.is_set():
+                raise
+            sampler_failed.set()
+            logger.error("tune: the Bayesian sampler failed, so tune cancels the sweep: %s", error)
+            while True:
+                spark_context.cancelAllJobs()
+                if sweep_over.wait(CANCEL_POLL_SECONDS):
+                    break
+            raise
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sampled = pool.submit(sample_or_cancel) if run_sampler is not None else None
+        try:
+            table = run_sweep()
+        except Exception:
+            sweep_over.set()
+            if sampler_failed.is_set():
+                raise sampled.exception() from None
+            logger.error("tune: the sweep failed, so tune cancels the Bayesian sampler")
+            while sampled is not None and not sampled.done():
+                spark_context.cancelAllJobs()
+                wait([sampled], timeout=CANCEL_POLL_SECONDS)
+            raise
+        sweep_over.set()
+        return table, sampled.result() if sampled is not None else None
+
+
 def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
     """Return a PNG of validation RMSE against ALS iterations, one line per grid point."""
     import matplotlib
@@ -321,19 +381,17 @@ def run(context: StageContext) -> dict[str, Any]:
     with_bayes = n_fit <= bayes.MAX_RATINGS
     sweep_started = time.monotonic()
     data = prepare_sweep(residuals, validation, baseline, scale)
-    # The sampler is one long task: it starts first and runs beside the sweep's tasks.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        sampled = (
-            pool.submit(score_bayes, fit, validation, scale, settings) if with_bayes else None
-        )
-        table = sweep(
+    table, bayes_result = sweep_beside_sampler(
+        spark.sparkContext,
+        lambda: sweep(
             spark.sparkContext,
             data,
             points,
             max_iter=params.study_max_iter,
             seed=params.seed,
-        )
-        bayes_result = sampled.result() if sampled is not None else None
+        ),
+        (lambda: score_bayes(fit, validation, scale, settings)) if with_bayes else None,
+    )
     logger.info(
         "tune: swept %d grid points over 1..%d iterations in %.1f s",
         len(points),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 
 import pytest
 
@@ -169,3 +170,53 @@ def test_first_carve_is_validation_split(spark, tuned):
     for carve_fit, carve_validation in carves:
         assert sorted(pairs(carve_fit) + pairs(carve_validation)) == every
     assert pairs(carves[1][1]) != pairs(carves[0][1])
+
+
+def blocking_job(spark_context, finished: list[str], name: str) -> None:
+    """Run a one-task Spark job that sleeps for a minute unless it is cancelled."""
+    spark_context.parallelize([0], 1).map(lambda value: time.sleep(60) or value).collect()
+    finished.append(name)
+
+
+def test_sampler_failure_cancels_sweep(spark):
+    finished: list[str] = []
+
+    def broken_sampler():
+        raise ValueError("sampler failed")
+
+    with pytest.raises(ValueError, match="sampler failed"):
+        tune.sweep_beside_sampler(
+            spark.sparkContext,
+            lambda: blocking_job(spark.sparkContext, finished, "sweep"),
+            broken_sampler,
+        )
+    assert finished == []
+
+
+def test_sweep_failure_cancels_sampler(spark):
+    finished: list[str] = []
+
+    def broken_sweep():
+        # Fail once the sampler's job is running, so that there is a job to cancel.
+        tracker = spark.sparkContext.statusTracker()
+        for _ in range(600):
+            if tracker.getActiveJobsIds():
+                break
+            time.sleep(0.05)
+        raise ValueError("sweep failed")
+
+    with pytest.raises(ValueError, match="sweep failed"):
+        tune.sweep_beside_sampler(
+            spark.sparkContext,
+            broken_sweep,
+            lambda: blocking_job(spark.sparkContext, finished, "sampler"),
+        )
+    assert finished == []
+
+
+def test_sweep_and_sampler_both_return(spark):
+    table, sampled = tune.sweep_beside_sampler(
+        spark.sparkContext, lambda: [{"rmse": 1.0}], lambda: "posterior"
+    )
+    assert table == [{"rmse": 1.0}]
+    assert sampled == "posterior"
