@@ -118,7 +118,7 @@ def run(context: StageContext) -> dict[str, Any]:
     train = spark.read.parquet(layout.split_train).cache()
     test = spark.read.parquet(layout.split_test)
     n_train = train.count()
-    # The sampler is one long task, so the ranking model fits beside it.
+    # The sampler is one long task, so the ranking model and its EASE blend fit beside it.
     with ThreadPoolExecutor(max_workers=1) as pool:
         if settings["model"] == BAYES_KIND:
             chain = bayes.ChainSettings.of(
@@ -127,6 +127,14 @@ def run(context: StageContext) -> dict[str, Any]:
             settings = {"model": BAYES_KIND, **chain.to_dict()}
             sampled = pool.submit(_sample_bayes, train, scale, chain)
         ranking_model = fit_implicit(train, params)
+        ranking_kind = "ALS on implicit feedback, confidence 1 + alpha * rating"
+        if ranker["weight"] > 0:
+            ranking_model = ease.blended_ranker(
+                ranking_model, ease.Interactions.of(train), ranker["weight"], ranker["l2"]
+            )
+            ranking_kind += (
+                f", blended with EASE (weight {ranker['weight']:g}, l2 {ranker['l2']:g})"
+            )
         if settings["model"] == BAYES_KIND:
             rating_model = sampled.result()
         else:
@@ -150,12 +158,6 @@ def run(context: StageContext) -> dict[str, Any]:
         )
     rmse, mae = rmse_and_mae(predictions)
     predictions.unpersist()
-    ranking_kind = "ALS on implicit feedback, confidence 1 + alpha * rating"
-    if ranker["weight"] > 0:
-        ranking_model = ease.blended_ranker(
-            ranking_model, ease.Interactions.of(train), ranker["weight"], ranker["l2"]
-        )
-        ranking_kind += f", blended with EASE (weight {ranker['weight']:g}, l2 {ranker['l2']:g})"
     dataset = load.dataset
     metrics = {
         "rmse": rmse,
