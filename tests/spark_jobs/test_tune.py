@@ -102,6 +102,17 @@ def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
     assert results["chosen"]["model"] == "als"
 
 
+def test_blend_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.ease, "MAX_USER_VALUES", 10)
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    tune.run(context_for(spark, layout, explicit={**SMALL_TUNE, "rank_grid": (2,), "reg_grid": (0.1,)}))
+    results = fs.read_json(spark, layout.tuning_results)
+    assert "limit of 10 values" in results["rankers"]["skipped"]
+    assert results["chosen"]["ranker"] == {"weight": 0.0, "l2": None}
+    assert "implicit" in {entry["name"] for entry in results["lists"]}
+
+
 def test_study_is_chosen_points_curve(tuned):
     _, _, results = tuned
     chosen = results["chosen"]
