@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -141,11 +142,22 @@ def small_suite(work: Path, code: Path | None = None, repeat: int = 1) -> dict[s
     the ratio of the median wall times, and ``pipeline`` and ``baseline`` are
     each side's median run.
     """
+    if repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {repeat}")
     logs = work / "logs"
     pipelines, baselines = [], []
-    for _ in range(repeat):
-        pipelines.append(run_pipeline(ML_LATEST_SMALL, work / "run-small", logs, code=code))
+    for round_number in range(1, repeat + 1):
+        pipeline_run = work / "run-small"
+        # A failed run must not report the previous run's manifests and metrics.
+        shutil.rmtree(pipeline_run, ignore_errors=True)
+        pipelines.append(run_pipeline(ML_LATEST_SMALL, pipeline_run, logs, code=code))
         baselines.append(run_baseline(ML_LATEST_SMALL, work / "baseline-small", logs, code=code))
+        for name, run in (("pipeline", pipelines[-1]), ("baseline", baselines[-1])):
+            if run["returncode"] != 0:
+                raise RuntimeError(
+                    f"the {name} failed in round {round_number} with return code "
+                    f"{run['returncode']}; see its log in {logs}"
+                )
     ours = _median_run(pipelines)
     baseline = _median_run(baselines)
     speedup = baseline["wall_seconds"] / ours["wall_seconds"]

@@ -185,8 +185,8 @@ def _inverse_spread(scores: np.ndarray) -> np.ndarray:
 class BlendedRanker:
     """Implicit ALS blended with EASE: what the top-k lists need to rank by the blend.
 
-    ``als`` is a fitted ALSModel, or in tune the factor tables of the driver's fit,
-    which tune scores but never saves.
+    ``als`` is a fitted ALSModel, or in tune the factor tables of a NumPy fit
+    (``spark_jobs.implicit``), which tune scores but never saves.
     """
 
     als: ALSModel | FactorTables

@@ -182,14 +182,14 @@ def initial_factors(count: int, rank: int, generator: np.random.Generator) -> np
 def row_batches(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
     """Yield batches of row numbers whose rating counts share a power-of-two width.
 
-    A batch is padded to its width, so padding at most doubles the work, and its
-    padded factors contain at most GRAM_BATCH_VALUES values unless one row alone is
-    wider.
+    A batch is padded to its width, so padding at most doubles the work. Its padded
+    factors plus one rank x rank system per row contain at most GRAM_BATCH_VALUES
+    values unless one row alone is wider.
     """
     widths = np.left_shift(1, np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
     for width in np.unique(widths):
         rows = np.flatnonzero(widths == width)
-        per_batch = max(1, GRAM_BATCH_VALUES // (int(width) * rank))
+        per_batch = max(1, GRAM_BATCH_VALUES // ((int(width) + rank) * rank))
         for first in range(0, len(rows), per_batch):
             yield rows[first : first + per_batch]
 

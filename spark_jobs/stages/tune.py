@@ -297,7 +297,8 @@ def sweep_beside_sampler(
         sampled = pool.submit(sample_or_cancel) if run_sampler is not None else None
         try:
             table = run_sweep()
-        except Exception:
+        except BaseException:
+            # BaseException too: after Ctrl-C the sampler must still be cancelled.
             sweep_over.set()
             if sampler_failed.is_set():
                 raise sampled.exception() from None

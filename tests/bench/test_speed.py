@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import speed
 
 
-def fake_run(wall: float) -> dict:
-    return {"wall_seconds": wall, "cpu_seconds": wall, "test_rmse": 0.8}
+def fake_run(wall: float, returncode: int = 0) -> dict:
+    return {"wall_seconds": wall, "cpu_seconds": wall, "test_rmse": 0.8, "returncode": returncode}
 
 
 def test_median_run_of_odd_count():
@@ -33,3 +35,15 @@ def test_small_suite_compares_medians(monkeypatch, tmp_path: Path):
     assert result["pipeline"]["wall_seconds"] == 65.0
     assert result["baseline"]["wall_seconds"] == 180.0
     assert result["speedup"] == round(180.0 / 65.0, 2)
+
+
+def test_small_suite_rejects_failed_run(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(speed, "run_pipeline", lambda *args, **kwargs: fake_run(5.0, returncode=1))
+    monkeypatch.setattr(speed, "run_baseline", lambda *args, **kwargs: fake_run(180.0))
+    with pytest.raises(RuntimeError, match="pipeline failed in round 1 with return code 1"):
+        speed.small_suite(tmp_path, repeat=3)
+
+
+def test_small_suite_rejects_zero_repeats(tmp_path: Path):
+    with pytest.raises(ValueError, match="at least 1"):
+        speed.small_suite(tmp_path, repeat=0)

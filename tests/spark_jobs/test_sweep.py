@@ -66,6 +66,17 @@ def test_batches_cover_rows_once():
         assert len(set(widths)) == 1
 
 
+def test_batches_bound_systems_size(monkeypatch):
+    """A batch's padded factors plus a rank x rank system per row fit the value budget."""
+    monkeypatch.setattr(sweep, "GRAM_BATCH_VALUES", 10_000)
+    rank = 32
+    counts = np.ones(500, dtype=np.int64)
+    batches = list(sweep.row_batches(counts, rank=rank))
+    for rows in batches:
+        assert len(rows) * (1 + rank) * rank <= 10_000
+    assert sum(len(rows) for rows in batches) == 500
+
+
 def test_training_error_never_rises():
     """Each ALS half-step minimises the objective exactly, so it cannot increase."""
     generator = np.random.default_rng(5)

@@ -225,6 +225,27 @@ def test_sweep_failure_cancels_sampler(spark):
     assert finished == []
 
 
+def test_interrupted_sweep_cancels_sampler(spark):
+    """Ctrl-C raises KeyboardInterrupt, which is no Exception, and must still stop the sampler."""
+    finished: list[str] = []
+
+    def interrupted_sweep():
+        tracker = spark.sparkContext.statusTracker()
+        for _ in range(600):
+            if tracker.getActiveJobsIds():
+                break
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune.sweep_beside_sampler(
+            spark.sparkContext,
+            interrupted_sweep,
+            lambda: blocking_job(spark.sparkContext, finished, "sampler"),
+        )
+    assert finished == []
+
+
 def test_sweep_and_sampler_both_return(spark):
     table, sampled = tune.sweep_beside_sampler(
         spark.sparkContext, lambda: [{"rmse": 1.0}], lambda: "posterior"
