@@ -42,6 +42,7 @@ from spark_jobs.sweep import RatingsByRow
 from spark_jobs.sweep import collect_arrays
 from spark_jobs.sweep import pair_positions
 from spark_jobs.sweep import row_batches
+from spark_jobs.sweep import run_tasks
 
 KIND = BAYES_KIND
 
@@ -316,15 +317,7 @@ def sample(
 
 def run_chain(spark_context: Any, data: BayesData, settings: ChainSettings) -> Posterior:
     """Run ``sample_posterior`` as one Spark task on a broadcast copy of ``data``."""
-    shared = spark_context.broadcast(data)
-    try:
-        return (
-            spark_context.parallelize([settings], 1)
-            .map(lambda chain: sample_posterior(shared.value, chain))
-            .collect()[0]
-        )
-    finally:
-        shared.unpersist()
+    return run_tasks(spark_context, data, [settings], sample_posterior)[0]
 
 
 def rating_model(

@@ -34,6 +34,7 @@ from spark_jobs.sweep import RatingsByRow
 from spark_jobs.sweep import SingularSystemError
 from spark_jobs.sweep import initial_factors
 from spark_jobs.sweep import row_batches
+from spark_jobs.sweep import run_tasks
 
 
 @dataclass(frozen=True)
@@ -140,15 +141,12 @@ def fit_in_tasks(
     Each fit set is one Spark task on a broadcast copy, so the fits run side by side,
     in Python workers whose BLAS runs one thread.
     """
-    shared = spark_context.broadcast(fit_sets)
-    try:
-        return (
-            spark_context.parallelize(range(len(fit_sets)), len(fit_sets))
-            .map(lambda position: _fit_single(shared.value[position], settings))
-            .collect()
-        )
-    finally:
-        shared.unpersist()
+    return run_tasks(
+        spark_context,
+        fit_sets,
+        list(range(len(fit_sets))),
+        lambda shared, position: _fit_single(shared[position], settings),
+    )
 
 
 def _fit_single(

@@ -22,6 +22,7 @@ executors with a few GiB; beyond that, train with explicit ``--rank``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -320,20 +321,35 @@ def sweep(
             "no validation rating has a user and movie seen in the fit set, so tune "
             "cannot score any model; use a larger --validation-fraction or more ratings"
         )
-    shared = spark_context.broadcast(data)
-    try:
-        curves = (
-            spark_context.parallelize(points, len(points))
-            .map(lambda point: (point, _curve(shared.value, point, max_iter, seed)))
-            .collect()
-        )
-    finally:
-        shared.unpersist()
+    curves = run_tasks(
+        spark_context,
+        data,
+        points,
+        lambda shared, point: (point, _curve(shared, point, max_iter, seed)),
+    )
     rows = []
     for (rank, reg_param), scores in curves:
         for iterations, rmse in enumerate(scores, start=1):
             rows.append({"rank": rank, "regParam": reg_param, "maxIter": iterations, "rmse": rmse})
     return rows
+
+
+def run_tasks(
+    spark_context: Any, data: Any, items: list[Any], task: Callable[[Any, Any], Any]
+) -> list[Any]:
+    """Return ``[task(data, item) for item in items]``, one Spark task per item.
+
+    ``data`` is broadcast once, so every task reads the same copy.
+    """
+    shared = spark_context.broadcast(data)
+    try:
+        return (
+            spark_context.parallelize(items, len(items))
+            .map(lambda item: task(shared.value, item))
+            .collect()
+        )
+    finally:
+        shared.unpersist()
 
 
 def _curve(data: SweepData, point: tuple[int, float], max_iter: int, seed: int) -> list[float]:

@@ -49,6 +49,11 @@ def hash_fraction(seed: int, *columns: str) -> Column:
     return F.pmod(hashed, F.lit(HASH_BUCKETS)) / F.lit(float(HASH_BUCKETS))
 
 
+def held_out(fraction: float, seed: int) -> Column:
+    """Return the column that is true where ``random_split`` with this fraction and seed holds out a rating."""
+    return hash_fraction(seed, USER, MOVIE) < F.lit(fraction)
+
+
 def random_split(
     ratings: DataFrame, test_fraction: float, seed: int
 ) -> tuple[DataFrame, DataFrame]:
@@ -57,8 +62,7 @@ def random_split(
     Deterministic for a seed and disjoint by construction; the test share is
     test_fraction in expectation.
     """
-    in_test = hash_fraction(seed, USER, MOVIE) < F.lit(test_fraction)
-    marked = ratings.withColumn("_in_test", in_test)
+    marked = ratings.withColumn("_in_test", held_out(test_fraction, seed))
     train = marked.filter(~F.col("_in_test")).drop("_in_test")
     test = marked.filter(F.col("_in_test")).drop("_in_test")
     return train, test

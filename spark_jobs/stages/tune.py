@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from spark_jobs import bayes
 from spark_jobs import ease
@@ -55,7 +54,7 @@ from spark_jobs.ranking import ranking_metrics_by_list
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import RATING
 from spark_jobs.schema import USER
-from spark_jobs.stages.split import hash_fraction
+from spark_jobs.stages.split import held_out
 from spark_jobs.stages.split import random_split
 from spark_jobs.stages.split import rating_scale
 from spark_jobs.steps import STAGE_PARAMETERS
@@ -127,7 +126,7 @@ def ranker_carves(
     seeds = [params.seed + offset for offset in range(1, RANKER_CARVES + 1)]
     held_out_columns = [f"_held_out_{position}" for position in range(len(seeds))]
     flags = [
-        (hash_fraction(seed, USER, MOVIE) < F.lit(params.validation_fraction)).alias(name)
+        held_out(params.validation_fraction, seed).alias(name)
         for seed, name in zip(seeds, held_out_columns, strict=True)
     ]
     users, movies, ratings, *held_flags = collect_arrays(

@@ -18,7 +18,7 @@ def test_median_run_of_odd_count():
     assert speed._median_run(runs)["wall_seconds"] == 70.0
 
 
-def test_median_run_of_even_count_takes_lower():
+def test_median_run_even_count_takes_lower():
     runs = [fake_run(wall) for wall in (80.0, 60.0, 90.0, 70.0)]
     assert speed._median_run(runs)["wall_seconds"] == 70.0
 

@@ -1,4 +1,4 @@
-"""Tune's implicit ALS: exact solves of the confidence-weighted system, and a fit as good as Spark's."""
+"""Tune's implicit ALS solves the confidence-weighted system exactly and fits as well as Spark."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from spark_jobs import ease
 from spark_jobs import implicit
-from spark_jobs.model import fit_ranking_model
+from spark_jobs.model import fit_implicit
 from spark_jobs.params import Parameters
 from spark_jobs.schema import RATINGS_SCHEMA
 from spark_jobs.stages.split import random_split
@@ -102,26 +102,19 @@ def test_fit_matches_spark_als(spark, ml_latest_small):
     )
     fit, held_out = random_split(ratings, 0.2, 42)
     interactions = ease.Interactions.of(fit)
-    held = ease.Interactions.of(held_out)
-    settings = implicit.ImplicitSettings.of(Parameters())
+    held_out_interactions = ease.Interactions.of(held_out)
+    params = Parameters()
+    settings = implicit.ImplicitSettings.of(params)
     by_user = interactions.by_user()
     ours = implicit.fit_factors(by_user, interactions.by_movie(), settings)
-    model = fit_ranking_model(
-        fit,
-        rank=settings.rank,
-        reg_param=settings.reg_param,
-        max_iter=settings.max_iter,
-        seed=settings.seed,
-        alpha=settings.alpha,
-    )
-    theirs = ease.factor_arrays(model, interactions)
+    theirs = ease.factor_arrays(fit_implicit(fit, params), interactions)
     objectives = [
         implicit.objective(by_user, *factors, settings.reg_param, settings.alpha)
         for factors in (ours, theirs)
     ]
     assert objectives[0] == pytest.approx(objectives[1], rel=0.005)
     precision = [
-        ease.precision_table(interactions, held, *factors, 20)[(0.0, None)]
+        ease.precision_table(interactions, held_out_interactions, *factors, 20)[(0.0, None)]
         for factors in (ours, theirs)
     ]
     assert abs(precision[0] - precision[1]) < 0.01, precision

@@ -189,6 +189,15 @@ def blocking_job(spark_context, finished: list[str], name: str) -> None:
     finished.append(name)
 
 
+def wait_for_running_job(spark_context) -> None:
+    """Return once a Spark job is running (or after 30 s), so that a cancel has a job to stop."""
+    tracker = spark_context.statusTracker()
+    for _ in range(600):
+        if tracker.getActiveJobsIds():
+            return
+        time.sleep(0.05)
+
+
 def test_sampler_failure_cancels_sweep(spark):
     finished: list[str] = []
 
@@ -208,12 +217,7 @@ def test_sweep_failure_cancels_sampler(spark):
     finished: list[str] = []
 
     def broken_sweep():
-        # Fail once the sampler's job is running, so that there is a job to cancel.
-        tracker = spark.sparkContext.statusTracker()
-        for _ in range(600):
-            if tracker.getActiveJobsIds():
-                break
-            time.sleep(0.05)
+        wait_for_running_job(spark.sparkContext)
         raise ValueError("sweep failed")
 
     with pytest.raises(ValueError, match="sweep failed"):
@@ -230,11 +234,7 @@ def test_interrupted_sweep_cancels_sampler(spark):
     finished: list[str] = []
 
     def interrupted_sweep():
-        tracker = spark.sparkContext.statusTracker()
-        for _ in range(600):
-            if tracker.getActiveJobsIds():
-                break
-            time.sleep(0.05)
+        wait_for_running_job(spark.sparkContext)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
