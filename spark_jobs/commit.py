@@ -34,6 +34,7 @@ from spark_jobs import fs
 from spark_jobs.errors import LineageError
 from spark_jobs.errors import UncommittedInputError
 from spark_jobs.layout import STAGE_OUTPUTS
+from spark_jobs.layout import STAGING
 from spark_jobs.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class StageCommit:
         return self
 
     def _remove_stale_staging(self) -> None:
-        staging_dir = self.layout.path("_staging")
+        staging_dir = self.layout.path(STAGING)
         for name in fs.list_names(self.spark, staging_dir):
             if name.startswith(self.stage + "-"):
                 fs.delete(self.spark, f"{staging_dir}/{name}")
@@ -183,6 +184,9 @@ class StageCommit:
         self._promote()
         self._write_manifest()
         fs.delete(self.spark, self.staging_root)
+        # Another stage may be staging in the same run at this moment; its folder
+        # keeps _staging in place.
+        fs.delete_if_empty(self.spark, self.layout.path(STAGING))
         logger.info(
             "%s: committed in %.1f s, counts %s",
             self.stage,

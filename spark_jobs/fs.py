@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 
@@ -34,6 +35,20 @@ def delete(spark: SparkSession, uri: str) -> bool:
     """Delete a file or directory tree; return whether anything was there."""
     path, fs = _path_and_fs(spark, uri)
     return bool(fs.delete(path, True))
+
+
+def delete_if_empty(spark: SparkSession, uri: str) -> bool:
+    """Delete a directory only if it holds nothing; return whether it was deleted.
+
+    The check and the delete are one call to the filesystem, so a directory that
+    another process writes into at the same moment is left in place.
+    """
+    path, fs = _path_and_fs(spark, uri)
+    try:
+        return bool(fs.delete(path, False))
+    except Py4JJavaError:
+        # Hadoop raises an IOException for a directory that is not empty.
+        return False
 
 
 def rename(spark: SparkSession, source: str, target: str) -> None:

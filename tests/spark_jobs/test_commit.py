@@ -67,7 +67,7 @@ def test_commit_writes_outputs_and_manifest(spark, tmp_path):
     assert manifest.outputs == ["ratings"]
     assert manifest.counts == {"ratings": 1}
     assert spark.read.parquet(str(tmp_path / "ratings")).count() == 1
-    assert os.listdir(tmp_path / "_staging") == []
+    assert not (tmp_path / "_staging").exists()
 
 
 def test_commit_failure_leaves_stage_uncommitted(spark, tmp_path):
@@ -92,7 +92,7 @@ def test_commit_rerun_replaces_outputs(spark, tmp_path):
 
     assert [(row.userId, row.movieId) for row in ratings] == [(7, 8)]
     assert second.manifest.manifest_id != first.manifest.manifest_id
-    assert os.listdir(tmp_path / "_staging") == []
+    assert not (tmp_path / "_staging").exists()
 
 
 def test_commit_rejects_other_stage_outputs(spark, tmp_path):
@@ -109,6 +109,17 @@ def test_commit_removes_stale_staging(spark, tmp_path):
     commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
 
     assert not stale.exists()
+
+
+def test_commit_keeps_another_stages_staging(spark, tmp_path):
+    other_staging = tmp_path / "_staging" / "train-0123456789ab" / "model"
+    other_staging.mkdir(parents=True)
+    (other_staging / "metadata").write_bytes(b"being written")
+
+    commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+
+    assert os.listdir(tmp_path / "_staging") == ["train-0123456789ab"]
+    assert (other_staging / "metadata").read_bytes() == b"being written"
 
 
 # --- lineage ---------------------------------------------------------------------------
@@ -229,7 +240,7 @@ def test_killed_load_rejected_then_rerun(
     rerun_manifest = read_manifest(spark, RunLayout(str(killed_run)), "load")
     clean_manifest = read_manifest(spark, RunLayout(str(clean_run)), "load")
     assert rerun_manifest.dataset == clean_manifest.dataset
-    assert os.listdir(killed_run / "_staging") == []
+    assert not (killed_run / "_staging").exists()
 
 
 # --- timings -------------------------------------------------------------------------------
