@@ -54,7 +54,9 @@ MAX_RATINGS = 5_000_000
 MAX_USER_VALUES = 25_000_000
 
 L2_GRID = (100.0, 300.0, 900.0)
-WEIGHT_GRID = (0.0, 0.3, 0.5, 0.7)
+# On three validation carves the best weight was 0.2 on ml-100k's per-user training
+# split and 0.4 to 0.5 on ml-latest-small's, so the grid is finer below 0.5.
+WEIGHT_GRID = (0.0, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 ALS_ONLY = {"weight": 0.0, "l2": None}
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from spark_jobs import ease
 from spark_jobs import fs
 from spark_jobs.params import Parameters
 from spark_jobs.stages import split
@@ -88,7 +89,7 @@ def test_chosen_ranker_has_best_mean_precision(tuned):
     )
     assert chosen_row["precision"] == best
     assert all(len(row["by_carve"]) == tune.RANKER_CARVES for row in rows)
-    assert {row["weight"] for row in rows} == {0.0, 0.3, 0.5, 0.7}
+    assert {row["weight"] for row in rows} == set(ease.WEIGHT_GRID)
 
 
 def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
