@@ -122,7 +122,10 @@ def run(context: StageContext) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=1) as pool:
         if settings["model"] == BAYES_KIND:
             chain = bayes.ChainSettings.of(
-                settings["bayes_rank"], settings["bayes_samples"], params.seed
+                settings["bayes_rank"],
+                settings["bayes_samples"],
+                params.seed,
+                threads=bayes.chain_threads(spark.sparkContext),
             )
             settings = {"model": BAYES_KIND, **chain.to_dict()}
             sampled = pool.submit(_sample_bayes, train, scale, chain)

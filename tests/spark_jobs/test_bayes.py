@@ -10,6 +10,7 @@ from spark_jobs.model import RatingScale
 from spark_jobs.model import fit_baseline
 from spark_jobs.model import rmse_and_mae
 from spark_jobs.sweep import RatingsByRow
+from spark_jobs.sweep import row_batches
 from tests.spark_jobs.stage_inputs import synthetic_ratings
 
 SCHEMA = "userId int, movieId int, rating float, timestamp long"
@@ -61,6 +62,84 @@ def test_chain_settings_reject_burn_in_past_the_samples():
         bayes.ChainSettings(rank=2, samples=10, burn_in=10, seed=1)
     with pytest.raises(ValueError, match="rank"):
         bayes.ChainSettings(rank=0, samples=10, burn_in=1, seed=1)
+    with pytest.raises(ValueError, match="threads"):
+        bayes.ChainSettings(rank=2, samples=10, burn_in=1, seed=1, threads=0)
+
+
+def uneven_data() -> bayes.BayesData:
+    """Users with 1 to 60 ratings, so each side's rows fall into several batches."""
+    generator = np.random.default_rng(11)
+    users, movies = [], []
+    for user in range(120):
+        count = 1 + user % 60
+        users += [user] * count
+        movies += list(generator.choice(90, size=count, replace=False))
+    users, movies = np.array(users), np.array(movies)
+    ratings = generator.integers(1, 6, size=len(users)).astype(np.float64)
+    user_ids, user_index = np.unique(users, return_inverse=True)
+    movie_ids, movie_index = np.unique(movies, return_inverse=True)
+    centred = ratings - ratings.mean()
+    empty = np.empty(0, dtype=np.int32)
+    return bayes.BayesData(
+        user_ids=user_ids,
+        movie_ids=movie_ids,
+        global_mean=float(ratings.mean()),
+        by_user=RatingsByRow.of(user_index, movie_index, centred, len(user_ids)),
+        by_movie=RatingsByRow.of(movie_index, user_index, centred, len(movie_ids)),
+        validation_users=empty,
+        validation_movies=empty,
+        validation_ratings=np.empty(0),
+        scale_min=1.0,
+        scale_max=5.0,
+    )
+
+
+def test_row_draws_ignore_batch_order():
+    data = uneven_data()
+    assert len(list(row_batches(data.by_user.counts, 4))) >= 3
+    other = np.random.default_rng(1).normal(size=(len(data.movie_ids), 3))
+    arguments = (data.by_user, other, np.zeros(len(other)), np.zeros(4), np.ones(4), 2.0)
+
+    def backwards(function, batches):
+        return [function(batch) for batch in reversed(list(batches))]
+
+    in_order = bayes.sample_rows(*arguments, np.random.default_rng(9))
+    reversed_order = bayes.sample_rows(*arguments, np.random.default_rng(9), backwards)
+    np.testing.assert_array_equal(in_order, reversed_order)
+
+
+def test_threads_leave_the_chain_unchanged():
+    data = uneven_data()
+    single = bayes.sample_posterior(data, bayes.ChainSettings.of(3, 10, 5, threads=1))
+    threaded = bayes.sample_posterior(data, bayes.ChainSettings.of(3, 10, 5, threads=3))
+    np.testing.assert_array_equal(single.user_factors, threaded.user_factors)
+    np.testing.assert_array_equal(single.movie_bias, threaded.movie_bias)
+    assert single.noise_precision == threaded.noise_precision
+
+
+class FakeContext:
+    """The parts of a SparkContext that chain_threads reads."""
+
+    def __init__(self, master: str, parallelism: int, conf: dict[str, str]):
+        self.master = master
+        self.defaultParallelism = parallelism
+        self._conf = conf
+
+    def getConf(self):  # noqa: N802 - the SparkContext method name
+        return self._conf
+
+
+@pytest.mark.parametrize(
+    ("master", "parallelism", "conf", "threads"),
+    [
+        ("local[*]", 2, {}, 2),
+        ("local[16]", 16, {}, bayes.MAX_THREADS),
+        ("yarn", 64, {"spark.executor.cores": "3"}, 3),
+        ("yarn", 64, {}, 1),
+    ],
+)
+def test_chain_threads_are_one_executors_cores(master, parallelism, conf, threads):
+    assert bayes.chain_threads(FakeContext(master, parallelism, conf)) == threads
 
 
 @pytest.mark.spark
