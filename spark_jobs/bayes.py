@@ -14,13 +14,13 @@ on data this sparse: on MovieLens 100k it scores about 0.03 RMSE below ALS on th
 same residuals. The mean factors give a plain factor model, so the result is a
 ``RatingModel`` that predicts, saves and ranks like the ALS one.
 
-The sampler is NumPy in one Spark task. Within a sample, threads draw each
-side's batches of rows side by side, and train gives it one thread per core of
-an executor. NumPy releases the GIL in these matrix operations: on
-ml-latest-small's training split the chain took 4.6 s with two threads and 6.7 s
-with one. Each sample costs about
-as much as one iteration of the tune sweep at rank + 1, so it suits catalogues
-of a few million ratings. ``MAX_RATINGS`` is the limit above which tune leaves it out.
+The sampler is NumPy in one Spark task. Within a sample, threads draw each side's
+batches of rows side by side, and tune and train give it one thread per core of an
+executor. NumPy releases the GIL in these matrix operations: on ml-latest-small's
+training split the chain took 4.6 s with two threads and 6.7 s with one. Each sample
+costs about as much as one iteration of the tune sweep at rank + 1, so it suits
+catalogues of a few million ratings. ``MAX_RATINGS`` is the limit above which tune
+leaves it out.
 """
 
 from __future__ import annotations

@@ -377,7 +377,13 @@ def run(context: StageContext) -> dict[str, Any]:
     residuals.count()
 
     points = [(rank, reg) for rank in params.rank_grid for reg in params.reg_grid]
-    settings = bayes.ChainSettings.of(params.bayes_rank, params.bayes_samples, params.seed)
+    # The chain often runs on after the sweep's tasks are done, so it may use every core.
+    settings = bayes.ChainSettings.of(
+        params.bayes_rank,
+        params.bayes_samples,
+        params.seed,
+        threads=bayes.chain_threads(spark.sparkContext),
+    )
     with_bayes = n_fit <= bayes.MAX_RATINGS
     sweep_started = time.monotonic()
     data = prepare_sweep(residuals, validation, baseline, scale)
