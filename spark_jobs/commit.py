@@ -141,6 +141,7 @@ class StageCommit:
         self.attempt = uuid.uuid4().hex[:12]
         self.staging_root = self.layout.staging(self.stage, self.attempt)
         self._written: set[str] = set()
+        self._discarded = False
 
     def staging_path(self, relative: str) -> str:
         """Return where to write ``relative`` during this attempt."""
@@ -177,9 +178,20 @@ class StageCommit:
             if name.startswith(self.stage + "-"):
                 fs.delete(self.spark, f"{staging_dir}/{name}")
 
+    def discard_staging(self) -> None:
+        """Delete this attempt's staging folder, for a stage that will not commit."""
+        fs.delete(self.spark, self.staging_root)
+        fs.delete_if_empty(self.spark, self.layout.path(STAGING))
+        self._discarded = True
+
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
         if exc_type is not None:
-            logger.error("%s: failed, outputs left uncommitted in %s", self.stage, self.staging_root)
+            if self._discarded:
+                logger.error("%s: failed, nothing committed", self.stage)
+            else:
+                logger.error(
+                    "%s: failed, outputs left uncommitted in %s", self.stage, self.staging_root
+                )
             return False
         self._promote()
         self._write_manifest()

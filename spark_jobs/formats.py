@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -62,6 +63,26 @@ RATING_OFF_STEP = "rating_off_step"
 INVALID_TIMESTAMP = "invalid_timestamp"
 DUPLICATE_RATING = "duplicate_rating"
 DUPLICATE_MOVIE = "duplicate_movie"
+# The rule behind each reason, for error messages. {ids} names the id columns of the
+# file; the other fields come from its layout.
+REASON_RULES = {
+    BLANK_LINE: "a line may not be blank",
+    UNDECODABLE_BYTES: "a line must be valid {encoding} text",
+    WRONG_FIELD_COUNT: "a line must have {fields} fields separated by {separator!r}",
+    MISSING_ID: "{ids} may not be empty",
+    INVALID_ID: "{ids} must be whole numbers from 0 to {max_id}",
+    INVALID_RATING: "rating must be a number",
+    NAN_RATING: "rating must be a number, not NaN",
+    RATING_OUT_OF_RANGE: "rating must be from {minimum:g} to {maximum:g}",
+    RATING_OFF_STEP: "rating must be {minimum:g} plus a whole number of {step:g} steps",
+    INVALID_TIMESTAMP: "timestamp must be a whole number of seconds, or empty",
+    DUPLICATE_RATING: "a (userId, movieId) pair may appear once, and the first line is kept",
+    DUPLICATE_MOVIE: "a movieId may appear once, and the first line is kept",
+}
+# Error messages show this many quarantined lines of each reason, cut to EXAMPLE_WIDTH.
+EXAMPLE_LINES = 3
+EXAMPLE_WIDTH = 80
+RATING_IDS = f"{USER} and {MOVIE}"
 # Marks the header line of a CSV file in the reason column. It is not a quarantine
 # reason: header lines are counted apart and written nowhere.
 HEADER_LINE = "header_line"
@@ -148,6 +169,26 @@ class TextFile:
     field_count: int
     encoding: str = UTF_8
     header: str | None = None
+
+
+def reason_rule(reason: str, text_file: TextFile, ids: str, scale: RatingScale) -> str:
+    """Return the rule that a row quarantined for ``reason`` broke, with its columns and range.
+
+    ``ids`` names the file's id columns, such as "userId and movieId".
+    """
+    rule = REASON_RULES.get(reason)
+    if rule is None:
+        return f"unknown reason {reason!r}"
+    return rule.format(
+        ids=ids,
+        fields=text_file.field_count,
+        separator=text_file.separator,
+        encoding=text_file.encoding,
+        minimum=scale.minimum,
+        maximum=scale.maximum,
+        step=scale.step,
+        max_id=MAX_ID,
+    )
 
 
 @dataclass(frozen=True)
@@ -486,3 +527,55 @@ def mark_duplicates(parsed: DataFrame, keys: Collection[str], reason: str) -> Da
     occurrence = F.row_number().over(order)
     duplicate = F.col(REASON).isNull() & (occurrence > 1)
     return parsed.withColumn(REASON, F.when(duplicate, F.lit(reason)).otherwise(F.col(REASON)))
+
+
+def quarantined_rows(classified: DataFrame) -> DataFrame:
+    """Return the rows of a classified table that carry a quarantine reason."""
+    is_quarantined = F.col(REASON).isNotNull() & (F.col(REASON) != HEADER_LINE)
+    return classified.filter(is_quarantined).select(SOURCE_FILE, LINE_NUMBER, RAW_LINE, REASON)
+
+
+def first_quarantined_lines(
+    classified: DataFrame, per_reason: int = EXAMPLE_LINES
+) -> dict[str, list[tuple[int, str]]]:
+    """Return the first ``per_reason`` (line number, raw line) pairs of each quarantine reason."""
+    order = Window.partitionBy(REASON).orderBy(SOURCE_FILE, LINE_NUMBER)
+    rows = (
+        quarantined_rows(classified)
+        .withColumn("_position", F.row_number().over(order))
+        .filter(F.col("_position") <= per_reason)
+        .collect()
+    )
+    examples: dict[str, list[tuple[int, str]]] = {}
+    for row in sorted(rows, key=lambda row: (row[REASON], row["_position"])):
+        examples.setdefault(row[REASON], []).append((int(row[LINE_NUMBER]), row[RAW_LINE]))
+    return examples
+
+
+def quarantine_details(
+    file_name: str,
+    rows_read: int,
+    reason_counts: Mapping[str, int],
+    examples: Mapping[str, list[tuple[int, str]]],
+    text_file: TextFile,
+    ids: str,
+    scale: RatingScale,
+) -> str:
+    """Describe a file's quarantined rows: per reason, the count, the first lines and the rule."""
+    quarantined = sum(reason_counts.values())
+    lines = [f"{file_name}: {quarantined} of {rows_read} rows quarantined"]
+    for reason, count in sorted(reason_counts.items()):
+        shown_lines = "; ".join(
+            f"line {number}: {_shorten(raw)!r}" for number, raw in examples.get(reason, [])
+        )
+        if count > len(examples.get(reason, [])):
+            shown_lines = f"first {shown_lines}"
+        noun = "row" if count == 1 else "rows"
+        rule = reason_rule(reason, text_file, ids, scale)
+        lines.append(f"  {reason}, {count} {noun} ({shown_lines}): {rule}")
+    return "\n".join(lines)
+
+
+def _shorten(raw: str | None) -> str:
+    text = raw or ""
+    return text if len(text) <= EXAMPLE_WIDTH else text[: EXAMPLE_WIDTH - 3] + "..."

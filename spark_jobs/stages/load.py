@@ -44,16 +44,15 @@ from spark_jobs.errors import InputDataError
 from spark_jobs.formats import Layout
 from spark_jobs.formats import TextFile
 from spark_jobs.layout import RunLayout
-from spark_jobs.schema import LINE_NUMBER
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import MOVIES_SCHEMA
 from spark_jobs.schema import RATINGS_SCHEMA
-from spark_jobs.schema import RAW_LINE
 from spark_jobs.schema import REASON
-from spark_jobs.schema import SOURCE_FILE
 from spark_jobs.schema import USER
 
 logger = logging.getLogger(__name__)
+
+ID_COLUMNS = {"ratings": formats.RATING_IDS, "movies": MOVIE}
 
 # Path of the sample below the pyspark package (pip) and below $SPARK_HOME (as on EMR).
 # NOTE: only the pip location is exercised here; the $SPARK_HOME one is untested on EMR.
@@ -185,12 +184,6 @@ def accepted_movies(classified: DataFrame) -> DataFrame:
     )
 
 
-def quarantined_rows(classified: DataFrame) -> DataFrame:
-    """Return the rows of a classified table that carry a quarantine reason."""
-    is_quarantined = F.col(REASON).isNotNull() & (F.col(REASON) != formats.HEADER_LINE)
-    return classified.filter(is_quarantined).select(SOURCE_FILE, LINE_NUMBER, RAW_LINE, REASON)
-
-
 def count_reasons(classified: DataFrame) -> dict[str | None, int]:
     """Return the number of rows per reason (None for accepted rows), in one Spark job."""
     rows = classified.groupBy(REASON).count().collect()
@@ -263,24 +256,18 @@ def _publish_rejected(spark: SparkSession, commit: StageCommit, layout: RunLayou
         fs.rename(spark, commit.staging_path(relative), final)
     for relative in (run_layout.RATINGS, run_layout.MOVIES):
         fs.delete(spark, layout.path(relative))
+    commit.discard_staging()
 
 
 def _rejection_message(
-    reports: Mapping[str, Mapping[str, Any]], over: list[str], max_fraction: float, layout: RunLayout
+    details: Mapping[str, str], over: list[str], max_fraction: float, layout: RunLayout
 ) -> str:
-    details = []
-    for role in over:
-        report = reports[role]
-        reasons = ", ".join(f"{reason} {count}" for reason, count in
-                            report["quarantined_by_reason"].items())
-        details.append(
-            f"{report['file']}: {report['rows_quarantined']} of {report['rows_read']} rows "
-            f"quarantined ({reasons})"
-        )
+    described = "\n".join(details[role] for role in over)
     return (
-        f"too many invalid rows: {'; '.join(details)}; the limit is --max-quarantine-fraction "
-        f"{max_fraction:g}. Nothing was committed. The rejected rows are in {layout.quarantine} "
-        f"and the counts in {layout.load_report}; fix the input or raise the limit."
+        f"too many invalid rows, over the limit of --max-quarantine-fraction {max_fraction:g}, "
+        f"so nothing was committed:\n{described}\n"
+        f"The rejected rows are in {layout.quarantine} and the counts in {layout.load_report}. "
+        f"Fix the input or raise the limit."
     )
 
 
@@ -359,7 +346,7 @@ def _build_report(
 
 
 def _quarantine_table(classified: Mapping[str, DataFrame]) -> DataFrame:
-    tables = [quarantined_rows(table) for table in classified.values()]
+    tables = [formats.quarantined_rows(table) for table in classified.values()]
     union = tables[0]
     for table in tables[1:]:
         union = union.unionByName(table)
@@ -401,14 +388,23 @@ def _write_outputs(
         commit.staging_path(run_layout.QUARANTINE)
     )
     fs.write_json(spark, commit.staging_path(run_layout.LOAD_REPORT), report)
-    if report["rows_quarantined"]:
-        logger.warning(
-            "load: quarantined %d of %d rows %s; see %s",
-            report["rows_quarantined"],
-            report["rows_read"],
-            report["quarantined_by_reason"],
-            layout.quarantine,
+    text_files = {"ratings": source.layout.ratings, "movies": source.layout.movies}
+    details = {
+        role: formats.quarantine_details(
+            reports[role]["file"],
+            reports[role]["rows_read"],
+            reports[role]["quarantined_by_reason"],
+            formats.first_quarantined_lines(table),
+            text_files[role],
+            ID_COLUMNS[role],
+            source.layout.scale,
         )
+        for role, table in classified.items()
+        if reports[role]["rows_quarantined"]
+    }
+    for role, described in details.items():
+        if role not in report["files_over_threshold"]:
+            logger.warning("load: %s\nThe rejected rows are in %s", described, layout.quarantine)
     if unknown_movies:
         logger.warning(
             "load: %d accepted ratings name a movie missing from %s",
@@ -418,7 +414,7 @@ def _write_outputs(
     if report["files_over_threshold"]:
         _publish_rejected(spark, commit, layout)
         raise InputDataError(
-            _rejection_message(reports, report["files_over_threshold"], max_fraction, layout)
+            _rejection_message(details, report["files_over_threshold"], max_fraction, layout)
         )
 
     ratings.write.mode("overwrite").parquet(commit.staging_path(run_layout.RATINGS))

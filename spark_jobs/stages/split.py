@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 HASH_BUCKETS = 1_000_000
 # Split report, written beside the two tables.
 SPLIT_REPORT = "split/report.json"
+# Lines of --train and --test files that failed a check, with the file, line and reason.
+SPLIT_QUARANTINE = "split/quarantine"
 
 RATING_COLUMNS = (USER, MOVIE, RATING, TIMESTAMP)
 
@@ -117,10 +120,21 @@ def ratings_text_file(first_line: str) -> formats.TextFile:
     return formats.MOVIELENS_CSV.ratings
 
 
-def read_split_file(
-    spark: SparkSession, uri: str, scale: formats.RatingScale
-) -> tuple[DataFrame, dict[str, int]]:
-    """Return the valid ratings of one existing split file and its line accounting.
+@dataclass(frozen=True)
+class SplitFile:
+    """One --train or --test file: its valid ratings, its rejected lines and their accounting.
+
+    ``details`` describes the rejected lines for the log, or is None when there are none.
+    """
+
+    valid: DataFrame
+    rejected: DataFrame
+    accounting: dict[str, int]
+    details: str | None
+
+
+def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -> SplitFile:
+    """Return the valid ratings and the rejected lines of one existing split file.
 
     Lines are checked as the load stage checks them (ids, rating on the scale,
     timestamp, duplicates); rejected lines are counted per reason. Raises
@@ -143,16 +157,25 @@ def read_split_file(
     }
     valid = parsed.filter(F.col(REASON).isNull()).select(*RATING_COLUMNS)
     accepted = valid.count()
+    rejected = sum(reasons.values())
+    details = None
+    if rejected:
+        details = formats.quarantine_details(
+            uri,
+            accepted + rejected,
+            reasons,
+            formats.first_quarantined_lines(parsed),
+            text_file,
+            formats.RATING_IDS,
+            scale,
+        )
     if accepted == 0:
         raise InputDataError(
-            f"split file {uri} has no valid rating ({reasons or 'no lines'}); "
-            f"expected lines of userId, movieId, rating, timestamp"
+            f"split file {uri} has no valid rating; expected lines of userId, movieId, rating, "
+            f"timestamp. {details or 'The file has no lines.'}"
         )
-    rejected = sum(reasons.values())
-    if rejected:
-        logger.warning("split: %d lines of %s rejected: %s", rejected, uri, reasons)
     accounting = {"rows_read": accepted + rejected, "rows_accepted": accepted, **reasons}
-    return valid, accounting
+    return SplitFile(valid, formats.quarantined_rows(parsed), accounting, details)
 
 
 def rating_scale(report: dict[str, Any]) -> formats.RatingScale:
@@ -173,10 +196,12 @@ def run(context: StageContext) -> dict[str, Any]:
     existing = context.train is not None
     parameters: dict[str, Any] = {"seed": params.seed, "test_fraction": params.test_fraction}
     accounting: dict[str, Any] = {}
+    files: list[SplitFile] = []
     if existing:
         scale = rating_scale(fs.read_json(spark, layout.load_report))
-        train, accounting["train_file"] = read_split_file(spark, context.train, scale)
-        test, accounting["test_file"] = read_split_file(spark, context.test, scale)
+        files = [read_split_file(spark, uri, scale) for uri in (context.train, context.test)]
+        train, test = files[0].valid, files[1].valid
+        accounting = {"train_file": files[0].accounting, "test_file": files[1].accounting}
         parameters = {"train": context.train, "test": context.test}
     else:
         ratings = spark.read.parquet(layout.ratings)
@@ -187,6 +212,10 @@ def run(context: StageContext) -> dict[str, Any]:
     ) as commit:
         train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
+        if files:
+            files[0].rejected.unionByName(files[1].rejected).write.parquet(
+                commit.staging_path(SPLIT_QUARANTINE)
+            )
         staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         staged_test = spark.read.parquet(commit.staging_path(paths.SPLIT_TEST))
         n_train = staged_train.count()
@@ -207,6 +236,13 @@ def run(context: StageContext) -> dict[str, Any]:
         }
         fs.write_json(spark, commit.staging_path(SPLIT_REPORT), report)
         commit.counts.update({"n_train": n_train, "n_test": n_test, **cold})
+    for split_file in files:
+        if split_file.details:
+            logger.warning(
+                "split: %s\nThe rejected lines are in %s",
+                split_file.details,
+                layout.path(SPLIT_QUARANTINE),
+            )
     if cold["test_rows_cold_start"]:
         logger.warning(
             "split: %d of %d test rows have a user or movie unseen in training",

@@ -187,6 +187,22 @@ def write_csv_source(
     return directory
 
 
+def test_load_names_rule_and_first_lines(spark, tmp_path, caplog):
+    good = [f"{user},1,4.0,1" for user in range(1, 99)]
+    bad = [f"{user},x{user},4.0,1" for user in range(1, 6)]
+    source = write_csv_source(tmp_path / "source", good + bad)
+
+    with caplog.at_level("WARNING", logger="spark_jobs.stages.load"):
+        run_load(spark, tmp_path / "run", str(source), max_quarantine_fraction=0.1)
+
+    warning = caplog.text
+    assert "ratings.csv: 5 of 103 rows quarantined" in warning
+    assert "invalid_id, 5 rows (first line 100: '1,x1,4.0,1'; line 101: '2,x2,4.0,1'; " in warning
+    assert "line 102: '3,x3,4.0,1'): userId and movieId must be whole numbers from 0 to " in warning
+    assert "line 103" not in warning
+    assert str(tmp_path / "run" / "quarantine") in warning
+
+
 def test_load_quarantines_bad_rows_with_line_numbers(spark, tmp_path):
     good = [f"{user},1,4.0,1" for user in range(1, 7)] + ["7,5,4.0,1"]  # movie 5 is unknown
     bad = ["1,1,4.5,2", "x,1,3.0,1", "", "9,1,7.0,1"]
@@ -231,11 +247,13 @@ def test_load_over_threshold_commits_nothing(spark, tmp_path):
         run_load(spark, output, str(source), max_quarantine_fraction=0.01)
 
     message = str(raised.value)
-    assert "2 of 100 rows quarantined" in message
-    assert "nan_rating 1" in message
-    assert "rating_out_of_range 1" in message
+    assert "ratings.csv: 2 of 100 rows quarantined" in message
+    assert "nan_rating, 1 row (line 100: '1,2,NaN,1'): rating must be a number, not NaN" in message
+    assert "rating_out_of_range, 1 row (line 101: '2,2,9,1'): rating must be from 0.5 to 5" in message
+    assert "--max-quarantine-fraction 0.01" in message
     assert str(output / "quarantine") in message
     assert str(output / "load_report.json") in message
+    assert not (output / "_staging").exists()
     with pytest.raises(UncommittedInputError, match="python -m spark_jobs load"):
         read_manifest(spark, RunLayout(str(output)), "load")
     assert not (output / "ratings").exists()

@@ -103,15 +103,19 @@ def test_run_writes_reproducible_split(spark, tmp_path):
     assert "test_rows_cold_start" in report
 
 
-def test_run_reads_existing_split_files(spark, tmp_path):
+def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     train_file = tmp_path / "u1.base"
     test_file = tmp_path / "u1.test"
     train_file.write_text("1\t1\t5\t881250949\n1\t2\t3\t881250949\n2\t1\t4\t881250949\n")
     # One valid row, one rating off the 1-5 scale, one duplicate and one bad id.
     test_file.write_text("2\t2\t2\t881250949\n2\t3\t9\t881250949\n2\t2\t1\t1\nx\t1\t4\t1\n")
-    summary = split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    with caplog.at_level("WARNING", logger="spark_jobs.stages.split"):
+        summary = split.run(
+            context_for(spark, layout, train=str(train_file), test=str(test_file))
+        )
     report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
+    quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
     assert summary["n_train"] == 3
     assert summary["n_test"] == 1
     assert report["test_file"]["rows_read"] == 4
@@ -119,6 +123,27 @@ def test_run_reads_existing_split_files(spark, tmp_path):
     assert report["test_file"]["rating_out_of_range"] == 1
     assert report["test_file"]["duplicate_rating"] == 1
     assert report["test_file"]["invalid_id"] == 1
+    assert sorted((row.source_file, row.line_number, row.reason) for row in quarantine) == [
+        ("u1.test", 2, "rating_out_of_range"),
+        ("u1.test", 3, "duplicate_rating"),
+        ("u1.test", 4, "invalid_id"),
+    ]
+    assert f"{test_file}: 3 of 4 rows quarantined" in caplog.text
+    assert "rating_out_of_range, 1 row (line 2: '2\\t3\\t9\\t881250949'): rating must be from 1 to 5" in caplog.text
+    assert layout.path(split.SPLIT_QUARANTINE) in caplog.text
+
+
+def test_run_rejects_split_file_without_valid_rating(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    train_file = tmp_path / "u1.base"
+    test_file = tmp_path / "u1.test"
+    train_file.write_text("1\t1\t5\t881250949\n")
+    test_file.write_text("2\t2\t0\t881250949\n")
+    with pytest.raises(InputDataError) as raised:
+        split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    message = str(raised.value)
+    assert f"split file {test_file} has no valid rating" in message
+    assert "rating_out_of_range, 1 row (line 1: '2\\t2\\t0\\t881250949'): rating must be from 1 to 5" in message
 
 
 def test_run_missing_split_file_names_it(spark, tmp_path):
