@@ -210,11 +210,15 @@ def default_context() -> dict[str, object]:
     return result
 
 
+_CLI_KEYS = ("acknowledged-issue-numbers", "cli-telemetry")
+
+
 def _is_foreign_key(key: str) -> bool:
     # The context also contains feature flags ("@aws-cdk/..."), CLI settings
-    # ("aws:cdk:..."), lookup caches ("availability-zones:account=...") and the
-    # notices that `cdk acknowledge` records.
-    return key.startswith("@") or ":" in key or key == "acknowledged-issue-numbers"
+    # ("aws:cdk:..." and the "cli-telemetry" that `cdk cli-telemetry` writes),
+    # lookup caches ("availability-zones:account=...") and the notices that
+    # `cdk acknowledge` records.
+    return key.startswith("@") or ":" in key or key in _CLI_KEYS
 
 
 def load_config(context: Mapping[str, object]) -> EnvironmentConfig:

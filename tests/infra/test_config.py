@@ -76,6 +76,17 @@ def test_feature_flags_are_not_configuration_keys():
     assert config == EnvironmentConfig()
 
 
+def test_cli_settings_are_not_configuration_keys():
+    config = load_config({"cli-telemetry": False, "acknowledged-issue-numbers": [1]})
+    assert config == EnvironmentConfig()
+
+
+def test_cdk_json_turns_off_cli_network_calls():
+    settings = json.loads((REPOSITORY / "cdk.json").read_text(encoding="utf-8"))
+    assert settings["notices"] is False
+    assert settings["context"]["cli-telemetry"] is False
+
+
 def test_unknown_key_rejected():
     error = rejected({"idleTimeout": 600})
     assert error.key == "idleTimeout"
