@@ -192,6 +192,8 @@ def chain_threads(spark_context: Any) -> int:
     In local mode that is the driver's cores. Elsewhere it is
     ``spark.executor.cores``, or 1 when that is unset. At most MAX_THREADS.
     """
+    # NOTE: Spark counts the chain's task as one core and may run other tasks on the
+    # cores its threads use, as the sweep in tune does. That costs speed, not results.
     if spark_context.master.startswith("local"):
         cores = spark_context.defaultParallelism
     else:
@@ -208,6 +210,7 @@ def sample_rows(
     noise_precision: float,
     generator: np.random.Generator,
     run_all: Callable[[Callable[[int], None], Iterable[int]], Any] = map,
+    at_once: int = 1,
 ) -> np.ndarray:
     """Draw every row's [bias, factors] from its Gaussian conditional given the other side.
 
@@ -220,14 +223,15 @@ def sample_rows(
     ``run_all`` calls a function on every batch number, as ``map`` does; a thread
     pool's ``map`` draws the batches side by side. The normal draws are taken
     for all rows first, in batch order, so every way of running the batches
-    gives the same rows.
+    gives the same rows. ``at_once`` is how many batches ``run_all`` keeps in
+    memory at once; the batches shrink to match (see ``row_batches``).
     """
     design = np.hstack([np.ones((len(other), 1)), other])
     width = design.shape[1]
     counts = ratings.counts
     rows_out = np.empty((len(counts), width))
     diagonal = np.arange(width)
-    batches = list(row_batches(counts, width))
+    batches = list(row_batches(counts, width, at_once))
     starts = np.cumsum([0] + [len(rows) for rows in batches])
     normal_draws = generator.standard_normal((int(starts[-1]), width, 1))
 
@@ -296,11 +300,11 @@ def sample_posterior(data: BayesData, settings: ChainSettings) -> Posterior:
             movie_mean, movie_precision = sample_prior(movies, generator)
             users = sample_rows(
                 data.by_user, movies[:, 1:], movies[:, 0], user_mean, user_precision,
-                noise_precision, generator, pool.map,
+                noise_precision, generator, pool.map, settings.threads,
             )
             movies = sample_rows(
                 data.by_movie, users[:, 1:], users[:, 0], movie_mean, movie_precision,
-                noise_precision, generator, pool.map,
+                noise_precision, generator, pool.map, settings.threads,
             )
             fitted = _predict(users, movies, user_rows, data.by_user.columns)
             squared_error = float(((centred - fitted) ** 2).sum())

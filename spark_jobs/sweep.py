@@ -180,17 +180,19 @@ def initial_factors(count: int, rank: int, generator: np.random.Generator) -> np
     return factors / np.linalg.norm(factors, axis=1, keepdims=True)
 
 
-def row_batches(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
+def row_batches(counts: np.ndarray, rank: int, at_once: int = 1) -> Iterator[np.ndarray]:
     """Yield batches of row numbers whose rating counts share a power-of-two width.
 
     A batch is padded to its width, so padding at most doubles the work. Its padded
-    factors plus one rank x rank system per row contain at most GRAM_BATCH_VALUES
-    values unless one row alone is wider.
+    factors plus one rank x rank system per row contain at most GRAM_BATCH_VALUES /
+    ``at_once`` values unless one row alone is wider, so a caller that holds
+    ``at_once`` batches at a time stays within GRAM_BATCH_VALUES.
     """
+    budget = GRAM_BATCH_VALUES // at_once
     widths = np.left_shift(1, np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
     for width in np.unique(widths):
         rows = np.flatnonzero(widths == width)
-        per_batch = max(1, GRAM_BATCH_VALUES // ((int(width) + rank) * rank))
+        per_batch = max(1, budget // ((int(width) + rank) * rank))
         for first in range(0, len(rows), per_batch):
             yield rows[first : first + per_batch]
 

@@ -77,6 +77,17 @@ def test_batches_bound_systems_size(monkeypatch):
     assert sum(len(rows) for rows in batches) == 500
 
 
+def test_batches_share_budget_when_held_together(monkeypatch):
+    monkeypatch.setattr(sweep, "GRAM_BATCH_VALUES", 10_000)
+    rank = 8
+    counts = np.ones(500, dtype=np.int64)
+    batches = list(sweep.row_batches(counts, rank=rank, at_once=4))
+    for rows in batches:
+        assert len(rows) * (1 + rank) * rank <= 2_500
+    assert max(len(rows) for rows in batches) == 2_500 // ((1 + rank) * rank)
+    assert sum(len(rows) for rows in batches) == 500
+
+
 def test_training_error_never_rises():
     """Each ALS half-step minimises the objective exactly, so it cannot increase."""
     generator = np.random.default_rng(5)
