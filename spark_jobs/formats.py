@@ -68,9 +68,9 @@ DUPLICATE_MOVIE = "duplicate_movie"
 REASON_RULES = {
     BLANK_LINE: "a line may not be blank",
     UNDECODABLE_BYTES: "a line must be valid {encoding} text",
-    WRONG_FIELD_COUNT: "a line must have {fields} fields separated by {separator!r}",
-    MISSING_ID: "{ids} may not be empty",
-    INVALID_ID: "{ids} must be whole numbers from 0 to {max_id}",
+    WRONG_FIELD_COUNT: "a line must have {fields} fields separated by {separator!r}{quoting}",
+    MISSING_ID: "an id ({ids}) may not be empty",
+    INVALID_ID: "an id ({ids}) must be a whole number from 0 to {max_id}",
     INVALID_RATING: "rating must be a number",
     NAN_RATING: "rating must be a number, not NaN",
     RATING_OUT_OF_RANGE: "rating must be from {minimum:g} to {maximum:g}",
@@ -82,7 +82,7 @@ REASON_RULES = {
 # Error messages show this many quarantined lines of each reason, cut to EXAMPLE_WIDTH.
 EXAMPLE_LINES = 3
 EXAMPLE_WIDTH = 80
-RATING_IDS = f"{USER} and {MOVIE}"
+RATING_IDS = f"{USER} or {MOVIE}"
 # Marks the header line of a CSV file in the reason column. It is not a quarantine
 # reason: header lines are counted apart and written nowhere.
 HEADER_LINE = "header_line"
@@ -171,10 +171,14 @@ class TextFile:
     header: str | None = None
 
 
-def reason_rule(reason: str, text_file: TextFile, ids: str, scale: RatingScale) -> str:
+def reason_rule(
+    reason: str, text_file: TextFile, ids: str, scale: RatingScale, quoted: bool = False
+) -> str:
     """Return the rule that a row quarantined for ``reason`` broke, with its columns and range.
 
-    ``ids`` names the file's id columns, such as "userId and movieId".
+    ``ids`` names the file's id columns, such as "userId or movieId". ``quoted`` is true
+    when a field may contain the separator inside double quotes, as a title in
+    movies.csv may.
     """
     rule = REASON_RULES.get(reason)
     if rule is None:
@@ -183,6 +187,7 @@ def reason_rule(reason: str, text_file: TextFile, ids: str, scale: RatingScale) 
         ids=ids,
         fields=text_file.field_count,
         separator=text_file.separator,
+        quoting=" (a title containing it goes in double quotes)" if quoted else "",
         encoding=text_file.encoding,
         minimum=scale.minimum,
         maximum=scale.maximum,
@@ -560,8 +565,12 @@ def quarantine_details(
     text_file: TextFile,
     ids: str,
     scale: RatingScale,
+    quoted: bool = False,
 ) -> str:
-    """Describe a file's quarantined rows: per reason, the count, the first lines and the rule."""
+    """Describe a file's quarantined rows: per reason, the count, the first lines and the rule.
+
+    ``ids`` and ``quoted`` are as in ``reason_rule``.
+    """
     quarantined = sum(reason_counts.values())
     lines = [f"{file_name}: {quarantined} of {rows_read} rows quarantined"]
     for reason, count in sorted(reason_counts.items()):
@@ -571,7 +580,7 @@ def quarantine_details(
         if count > len(examples.get(reason, [])):
             shown_lines = f"first {shown_lines}"
         noun = "row" if count == 1 else "rows"
-        rule = reason_rule(reason, text_file, ids, scale)
+        rule = reason_rule(reason, text_file, ids, scale, quoted)
         lines.append(f"  {reason}, {count} {noun} ({shown_lines}): {rule}")
     return "\n".join(lines)
 

@@ -8,11 +8,13 @@ path that only works locally.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
+logger = logging.getLogger(__name__)
 
 def _path_and_fs(spark: SparkSession, uri: str) -> tuple[Any, Any]:
     jvm = spark.sparkContext._jvm
@@ -38,7 +40,7 @@ def delete(spark: SparkSession, uri: str) -> bool:
 
 
 def delete_if_empty(spark: SparkSession, uri: str) -> bool:
-    """Delete a directory only if it holds nothing; return whether it was deleted.
+    """Delete a directory only if it contains nothing; return whether it was deleted.
 
     The check and the delete are one call to the filesystem, so a directory that
     another process writes into at the same moment is left in place.
@@ -46,8 +48,10 @@ def delete_if_empty(spark: SparkSession, uri: str) -> bool:
     path, fs = _path_and_fs(spark, uri)
     try:
         return bool(fs.delete(path, False))
-    except Py4JJavaError:
-        # Hadoop raises an IOException for a directory that is not empty.
+    except Py4JJavaError as error:
+        # Hadoop raises an IOException for a directory that is not empty. Other
+        # failures, such as a denied permission, also leave the folder in place.
+        logger.debug("kept %s: %s", uri, error.java_exception)
         return False
 
 

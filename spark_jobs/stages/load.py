@@ -398,6 +398,7 @@ def _write_outputs(
             text_files[role],
             ID_COLUMNS[role],
             source.layout.scale,
+            quoted=role == "movies" and source.layout.movies_format == "csv",
         )
         for role, table in classified.items()
         if reports[role]["rows_quarantined"]

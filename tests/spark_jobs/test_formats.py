@@ -80,6 +80,51 @@ def test_detect_layout_unknown_lists_every_layout():
         assert expected in message
 
 
+QUARANTINE_REASONS = (
+    formats.BLANK_LINE,
+    formats.UNDECODABLE_BYTES,
+    formats.WRONG_FIELD_COUNT,
+    formats.MISSING_ID,
+    formats.INVALID_ID,
+    formats.INVALID_RATING,
+    formats.NAN_RATING,
+    formats.RATING_OUT_OF_RANGE,
+    formats.RATING_OFF_STEP,
+    formats.INVALID_TIMESTAMP,
+    formats.DUPLICATE_RATING,
+    formats.DUPLICATE_MOVIE,
+)
+
+
+@pytest.mark.parametrize("reason", QUARANTINE_REASONS)
+def test_every_reason_has_a_rule(reason):
+    rule = formats.reason_rule(reason, formats.ML_100K.ratings, formats.RATING_IDS, formats.WHOLE_STARS)
+    assert not rule.startswith("unknown reason")
+    assert "{" not in rule
+
+
+def test_rules_name_columns_and_range():
+    ratings = formats.MOVIELENS_CSV.ratings
+    movies = formats.MOVIELENS_CSV.movies
+
+    def rule(reason, text_file, ids, quoted=False):
+        return formats.reason_rule(reason, text_file, ids, formats.HALF_STARS, quoted)
+
+    assert rule(formats.RATING_OUT_OF_RANGE, ratings, formats.RATING_IDS) == (
+        "rating must be from 0.5 to 5"
+    )
+    assert rule(formats.RATING_OFF_STEP, ratings, formats.RATING_IDS) == (
+        "rating must be 0.5 plus a whole number of 0.5 steps"
+    )
+    assert rule(formats.INVALID_ID, movies, MOVIE) == (
+        "an id (movieId) must be a whole number from 0 to 2147483647"
+    )
+    assert rule(formats.WRONG_FIELD_COUNT, movies, MOVIE, quoted=True) == (
+        "a line must have 3 fields separated by ',' (a title containing it goes in double quotes)"
+    )
+    assert rule("no_such_reason", ratings, formats.RATING_IDS) == "unknown reason 'no_such_reason'"
+
+
 def test_detect_layout_empty_directory():
     with pytest.raises(InputDataError, match="found nothing"):
         formats.detect_layout([], "/data/empty")

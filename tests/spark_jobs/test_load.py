@@ -198,7 +198,7 @@ def test_load_names_rule_and_first_lines(spark, tmp_path, caplog):
     warning = caplog.text
     assert "ratings.csv: 5 of 103 rows quarantined" in warning
     assert "invalid_id, 5 rows (first line 100: '1,x1,4.0,1'; line 101: '2,x2,4.0,1'; " in warning
-    assert "line 102: '3,x3,4.0,1'): userId and movieId must be whole numbers from 0 to " in warning
+    assert "line 102: '3,x3,4.0,1'): an id (userId or movieId) must be a whole number from 0 to " in warning
     assert "line 103" not in warning
     assert str(tmp_path / "run" / "quarantine") in warning
 
