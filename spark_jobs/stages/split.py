@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from typing import NoReturn
 
 from pyspark.sql import Column
 from pyspark.sql import DataFrame
@@ -28,6 +29,7 @@ from spark_jobs.commit import StageCommit
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.errors import InputDataError
+from spark_jobs.layout import RunLayout
 from spark_jobs.schema import MOVIE
 from spark_jobs.schema import RATING
 from spark_jobs.schema import REASON
@@ -127,6 +129,7 @@ class SplitFile:
     ``details`` describes the rejected lines for the log, or is None when there are none.
     """
 
+    uri: str
     valid: DataFrame
     rejected: DataFrame
     accounting: dict[str, int]
@@ -137,8 +140,9 @@ def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -
     """Return the valid ratings and the rejected lines of one existing split file.
 
     Lines are checked as the load stage checks them (ids, rating on the scale,
-    timestamp, duplicates); rejected lines are counted per reason. Raises
-    InputDataError when the file is missing or contains no valid rating.
+    timestamp, duplicates); rejected lines are counted per reason. Their
+    source_file is the whole URI, so the two files' lines stay apart even when the
+    files share a name. Raises InputDataError when the file is missing or empty.
     """
     if not fs.exists(spark, uri):
         raise InputDataError(f"split file not found: {uri}; check the --train and --test paths")
@@ -146,8 +150,7 @@ def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -
     if first is None:
         raise InputDataError(f"split file {uri} is empty; give a file with ratings")
     text_file = ratings_text_file(first["value"])
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    decoded = formats.decode_lines(formats.read_lines(spark, uri, name), text_file)
+    decoded = formats.decode_lines(formats.read_lines(spark, uri, uri), text_file)
     parsed = formats.parse_ratings(decoded, text_file, scale)
     parsed = formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
     parsed = parsed.filter(F.col(REASON).isNull() | (F.col(REASON) != formats.HEADER_LINE)).cache()
@@ -169,13 +172,30 @@ def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -
             formats.RATING_IDS,
             scale,
         )
-    if accepted == 0:
-        raise InputDataError(
-            f"split file {uri} has no valid rating; expected lines of userId, movieId, rating, "
-            f"timestamp. {details or 'The file has no lines.'}"
-        )
     accounting = {"rows_read": accepted + rejected, "rows_accepted": accepted, **reasons}
-    return SplitFile(valid, formats.quarantined_rows(parsed), accounting, details)
+    return SplitFile(uri, valid, formats.quarantined_rows(parsed), accounting, details)
+
+
+def _no_valid_rating(split_file: SplitFile) -> str:
+    found = split_file.details or "The file has a header line and nothing else."
+    return (
+        f"split file {split_file.uri} has no valid rating; expected lines of userId, movieId, "
+        f"rating, timestamp.\n{found}"
+    )
+
+
+def _reject_files(
+    spark: SparkSession, commit: StageCommit, layout: RunLayout, empty: list[SplitFile]
+) -> NoReturn:
+    """Publish the staged quarantine, remove stale splits and raise for files with no valid rating."""
+    final = layout.path(SPLIT_QUARANTINE)
+    fs.delete(spark, final)
+    fs.rename(spark, commit.staging_path(SPLIT_QUARANTINE), final)
+    for relative in (paths.SPLIT_TRAIN, paths.SPLIT_TEST, SPLIT_REPORT):
+        fs.delete(spark, layout.path(relative))
+    commit.discard_staging()
+    messages = "\n".join(_no_valid_rating(split_file) for split_file in empty)
+    raise InputDataError(f"{messages}\nThe rejected lines are in {final}.")
 
 
 def rating_scale(report: dict[str, Any]) -> formats.RatingScale:
@@ -210,12 +230,15 @@ def run(context: StageContext) -> dict[str, Any]:
     with StageCommit(
         spark, layout, "split", inputs={"load": load}, parameters=parameters
     ) as commit:
-        train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
-        test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
         if files:
             files[0].rejected.unionByName(files[1].rejected).write.parquet(
                 commit.staging_path(SPLIT_QUARANTINE)
             )
+            empty = [split_file for split_file in files if split_file.accounting["rows_accepted"] == 0]
+            if empty:
+                _reject_files(spark, commit, layout, empty)
+        train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
+        test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
         staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         staged_test = spark.read.parquet(commit.staging_path(paths.SPLIT_TEST))
         n_train = staged_train.count()

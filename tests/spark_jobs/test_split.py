@@ -124,9 +124,9 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     assert report["test_file"]["duplicate_rating"] == 1
     assert report["test_file"]["invalid_id"] == 1
     assert sorted((row.source_file, row.line_number, row.reason) for row in quarantine) == [
-        ("u1.test", 2, "rating_out_of_range"),
-        ("u1.test", 3, "duplicate_rating"),
-        ("u1.test", 4, "invalid_id"),
+        (str(test_file), 2, "rating_out_of_range"),
+        (str(test_file), 3, "duplicate_rating"),
+        (str(test_file), 4, "invalid_id"),
     ]
     assert f"{test_file}: 3 of 4 rows quarantined" in caplog.text
     assert "rating_out_of_range, 1 row (line 2: '2\\t3\\t9\\t881250949'): rating must be from 1 to 5" in caplog.text
@@ -142,8 +142,25 @@ def test_run_rejects_split_file_without_valid_rating(spark, tmp_path):
     with pytest.raises(InputDataError) as raised:
         split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
     message = str(raised.value)
+    quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
     assert f"split file {test_file} has no valid rating" in message
     assert "rating_out_of_range, 1 row (line 1: '2\\t2\\t0\\t881250949'): rating must be from 1 to 5" in message
+    assert f"The rejected lines are in {layout.path(split.SPLIT_QUARANTINE)}" in message
+    assert [(row.source_file, row.line_number, row.reason) for row in quarantine] == [
+        (str(test_file), 1, "rating_out_of_range")
+    ]
+    assert not (tmp_path / "run" / "_staging").exists()
+    assert not (tmp_path / "run" / "_manifests" / "split.json").exists()
+
+
+def test_run_rejects_split_file_with_header_only(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    train_file = tmp_path / "train.csv"
+    test_file = tmp_path / "test.csv"
+    train_file.write_text("userId,movieId,rating,timestamp\n1,1,5,881250949\n")
+    test_file.write_text("userId,movieId,rating,timestamp\n")
+    with pytest.raises(InputDataError, match="has a header line and nothing else"):
+        split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
 
 
 def test_run_missing_split_file_names_it(spark, tmp_path):
