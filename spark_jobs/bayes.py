@@ -17,10 +17,10 @@ same residuals. The mean factors give a plain factor model, so the result is a
 The sampler is NumPy in one Spark task. Within a sample, threads draw each side's
 batches of rows side by side, and tune and train give it one thread per core of an
 executor. NumPy releases the GIL in these matrix operations: on ml-latest-small's
-training split the chain took 4.6 s with two threads and 6.7 s with one. Each sample
-costs about as much as one iteration of the tune sweep at rank + 1, so it suits
-catalogues of a few million ratings. ``MAX_RATINGS`` is the limit above which tune
-leaves it out.
+training split the chain took 4.8 s with two threads and 6.6 to 6.9 s with one. Each
+sample costs about as much as one iteration of the tune sweep at rank + 1, so it
+suits catalogues of a few million ratings. ``MAX_RATINGS`` is the limit above which
+tune leaves it out.
 """
 
 from __future__ import annotations
