@@ -18,6 +18,7 @@ import datetime
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -178,11 +179,24 @@ class StageCommit:
             if name.startswith(self.stage + "-"):
                 fs.delete(self.spark, f"{staging_dir}/{name}")
 
-    def discard_staging(self) -> None:
-        """Delete this attempt's staging folder, for a stage that will not commit."""
-        fs.delete(self.spark, self.staging_root)
-        fs.delete_if_empty(self.spark, self.layout.path(STAGING))
+    def publish_rejected(self, relatives: Iterable[str]) -> None:
+        """Move the staged ``relatives`` into place for a stage that rejects its input.
+
+        The stage's other outputs are deleted and no manifest is written, so the
+        stage stays uncommitted while its user can read what was rejected.
+        """
+        for output in STAGE_OUTPUTS[self.stage]:
+            fs.delete(self.spark, self.layout.path(output))
+        for relative in relatives:
+            fs.rename(self.spark, self.staging_path(relative), self.layout.path(relative))
+        self._remove_staging()
         self._discarded = True
+
+    def _remove_staging(self) -> None:
+        fs.delete(self.spark, self.staging_root)
+        # Another stage may be staging in the same run at this moment. Its folder
+        # keeps _staging in place.
+        fs.delete_if_empty(self.spark, self.layout.path(STAGING))
 
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
         if exc_type is not None:
@@ -195,10 +209,7 @@ class StageCommit:
             return False
         self._promote()
         self._write_manifest()
-        fs.delete(self.spark, self.staging_root)
-        # Another stage may be staging in the same run at this moment; its folder
-        # keeps _staging in place.
-        fs.delete_if_empty(self.spark, self.layout.path(STAGING))
+        self._remove_staging()
         logger.info(
             "%s: committed in %.1f s, counts %s",
             self.stage,

@@ -248,17 +248,6 @@ def _lines(spark: SparkSession, source: Source, role: str, text_file: TextFile) 
     return formats.read_lines(spark, uri, text_file.name)
 
 
-def _publish_rejected(spark: SparkSession, commit: StageCommit, layout: RunLayout) -> None:
-    """Move the staged quarantine and report to their final paths, and remove stale outputs."""
-    for relative in (run_layout.QUARANTINE, run_layout.LOAD_REPORT):
-        final = layout.path(relative)
-        fs.delete(spark, final)
-        fs.rename(spark, commit.staging_path(relative), final)
-    for relative in (run_layout.RATINGS, run_layout.MOVIES):
-        fs.delete(spark, layout.path(relative))
-    commit.discard_staging()
-
-
 def _rejection_message(
     details: Mapping[str, str], over: list[str], max_fraction: float, layout: RunLayout
 ) -> str:
@@ -413,7 +402,7 @@ def _write_outputs(
             file_names["movies"],
         )
     if report["files_over_threshold"]:
-        _publish_rejected(spark, commit, layout)
+        commit.publish_rejected((run_layout.QUARANTINE, run_layout.LOAD_REPORT))
         raise InputDataError(
             _rejection_message(details, report["files_over_threshold"], max_fraction, layout)
         )

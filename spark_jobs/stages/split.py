@@ -184,18 +184,13 @@ def _no_valid_rating(split_file: SplitFile) -> str:
     )
 
 
-def _reject_files(
-    spark: SparkSession, commit: StageCommit, layout: RunLayout, empty: list[SplitFile]
-) -> NoReturn:
+def _reject_files(commit: StageCommit, layout: RunLayout, empty: list[SplitFile]) -> NoReturn:
     """Publish the staged quarantine, remove stale splits and raise for files with no valid rating."""
-    final = layout.path(SPLIT_QUARANTINE)
-    fs.delete(spark, final)
-    fs.rename(spark, commit.staging_path(SPLIT_QUARANTINE), final)
-    for relative in (paths.SPLIT_TRAIN, paths.SPLIT_TEST, SPLIT_REPORT):
-        fs.delete(spark, layout.path(relative))
-    commit.discard_staging()
+    commit.publish_rejected((SPLIT_QUARANTINE,))
     messages = "\n".join(_no_valid_rating(split_file) for split_file in empty)
-    raise InputDataError(f"{messages}\nThe rejected lines are in {final}.")
+    raise InputDataError(
+        f"{messages}\nThe rejected lines are in {layout.path(SPLIT_QUARANTINE)}."
+    )
 
 
 def rating_scale(report: dict[str, Any]) -> formats.RatingScale:
@@ -236,7 +231,7 @@ def run(context: StageContext) -> dict[str, Any]:
             )
             empty = [split_file for split_file in files if split_file.accounting["rows_accepted"] == 0]
             if empty:
-                _reject_files(spark, commit, layout, empty)
+                _reject_files(commit, layout, empty)
         train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
         staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))
