@@ -286,10 +286,7 @@ def sweep_beside_sampler(
                 raise
             sampler_failed.set()
             logger.error("tune: the Bayesian sampler failed, so tune cancels the sweep: %s", error)
-            while True:
-                spark_context.cancelAllJobs()
-                if sweep_over.wait(CANCEL_POLL_SECONDS):
-                    break
+            _cancel_until(spark_context, sweep_over.wait)
             raise
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -302,12 +299,21 @@ def sweep_beside_sampler(
             if sampler_failed.is_set():
                 raise sampled.exception() from None
             logger.error("tune: the sweep failed, so tune cancels the Bayesian sampler")
-            while sampled is not None and not sampled.done():
-                spark_context.cancelAllJobs()
-                wait([sampled], timeout=CANCEL_POLL_SECONDS)
+            if sampled is not None and not sampled.done():
+                _cancel_until(spark_context, lambda timeout: not wait([sampled], timeout).not_done)
             raise
         sweep_over.set()
         return table, sampled.result() if sampled is not None else None
+
+
+def _cancel_until(spark_context: Any, stopped: Callable[[float], bool]) -> None:
+    """Cancel every Spark job, again every CANCEL_POLL_SECONDS, until ``stopped(timeout)`` is true.
+
+    ``stopped`` waits up to its timeout for the other side to stop and returns whether it has.
+    """
+    spark_context.cancelAllJobs()
+    while not stopped(CANCEL_POLL_SECONDS):
+        spark_context.cancelAllJobs()
 
 
 def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
