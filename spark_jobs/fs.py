@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
+
 def _path_and_fs(spark: SparkSession, uri: str) -> tuple[Any, Any]:
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
