@@ -103,13 +103,23 @@ def test_run_writes_reproducible_split(spark, tmp_path):
     assert "test_rows_cold_start" in report
 
 
+def split_files(tmp_path, train_text: str, test_text: str, names=("u1.base", "u1.test")):
+    """Write a --train and a --test file with these contents and return their paths."""
+    train_file = tmp_path / names[0]
+    test_file = tmp_path / names[1]
+    train_file.write_text(train_text)
+    test_file.write_text(test_text)
+    return train_file, test_file
+
+
 def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
-    train_file = tmp_path / "u1.base"
-    test_file = tmp_path / "u1.test"
-    train_file.write_text("1\t1\t5\t881250949\n1\t2\t3\t881250949\n2\t1\t4\t881250949\n")
-    # One valid row, one rating off the 1-5 scale, one duplicate and one bad id.
-    test_file.write_text("2\t2\t2\t881250949\n2\t3\t9\t881250949\n2\t2\t1\t1\nx\t1\t4\t1\n")
+    train_file, test_file = split_files(
+        tmp_path,
+        "1\t1\t5\t881250949\n1\t2\t3\t881250949\n2\t1\t4\t881250949\n",
+        # One valid row, one rating off the 1-5 scale, one duplicate and one bad id.
+        "2\t2\t2\t881250949\n2\t3\t9\t881250949\n2\t2\t1\t1\nx\t1\t4\t1\n",
+    )
     with caplog.at_level("WARNING", logger="spark_jobs.stages.split"):
         summary = split.run(
             context_for(spark, layout, train=str(train_file), test=str(test_file))
@@ -133,12 +143,9 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     assert layout.path(split.SPLIT_QUARANTINE) in caplog.text
 
 
-def test_run_rejects_split_file_without_valid_rating(spark, tmp_path):
+def test_run_rejects_file_without_ratings(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
-    train_file = tmp_path / "u1.base"
-    test_file = tmp_path / "u1.test"
-    train_file.write_text("1\t1\t5\t881250949\n")
-    test_file.write_text("2\t2\t0\t881250949\n")
+    train_file, test_file = split_files(tmp_path, "1\t1\t5\t881250949\n", "2\t2\t0\t881250949\n")
     with pytest.raises(InputDataError) as raised:
         split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
     message = str(raised.value)
@@ -153,12 +160,12 @@ def test_run_rejects_split_file_without_valid_rating(spark, tmp_path):
     assert not (tmp_path / "run" / "_manifests" / "split.json").exists()
 
 
-def test_run_rejects_split_file_with_header_only(spark, tmp_path):
+def test_run_rejects_header_only_file(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
-    train_file = tmp_path / "train.csv"
-    test_file = tmp_path / "test.csv"
-    train_file.write_text("userId,movieId,rating,timestamp\n1,1,5,881250949\n")
-    test_file.write_text("userId,movieId,rating,timestamp\n")
+    header = "userId,movieId,rating,timestamp\n"
+    train_file, test_file = split_files(
+        tmp_path, f"{header}1,1,5,881250949\n", header, names=("train.csv", "test.csv")
+    )
     with pytest.raises(InputDataError, match="has a header line and nothing else"):
         split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
 

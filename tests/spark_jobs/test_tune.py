@@ -92,12 +92,17 @@ def test_chosen_ranker_has_best_mean_precision(tuned):
     assert {row["weight"] for row in rows} == set(ease.WEIGHT_GRID)
 
 
-def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
-    monkeypatch.setattr(tune.bayes, "MAX_RATINGS", 10)
+def tune_one_point(spark, tmp_path) -> dict:
+    """Split and tune synthetic ratings at a single grid point, and return tune's results."""
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
     tune.run(context_for(spark, layout, explicit={**SMALL_TUNE, "rank_grid": (2,), "reg_grid": (0.1,)}))
-    results = fs.read_json(spark, layout.tuning_results)
+    return fs.read_json(spark, layout.tuning_results)
+
+
+def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.bayes, "MAX_RATINGS", 10)
+    results = tune_one_point(spark, tmp_path)
     skipped = next(entry for entry in results["rating_models"] if entry["model"] == "bayes")
     assert "limit of 10" in skipped["skipped"]
     assert results["chosen"]["model"] == "als"
@@ -105,10 +110,7 @@ def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
 
 def test_blend_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
     monkeypatch.setattr(tune.ease, "MAX_USER_VALUES", 10)
-    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
-    split.run(context_for(spark, layout))
-    tune.run(context_for(spark, layout, explicit={**SMALL_TUNE, "rank_grid": (2,), "reg_grid": (0.1,)}))
-    results = fs.read_json(spark, layout.tuning_results)
+    results = tune_one_point(spark, tmp_path)
     assert "limit of 10 values" in results["rankers"]["skipped"]
     assert results["chosen"]["ranker"] == {"weight": 0.0, "l2": None}
     assert "implicit" in {entry["name"] for entry in results["lists"]}
