@@ -165,11 +165,6 @@ def small_80_20(movielens: Path, work: Path) -> dict[str, Any]:
 
 def ml100k_per_user(spark, movielens: Path, work: Path) -> dict[str, Any]:
     from spark_jobs import layout as paths
-    from spark_jobs.commit import StageCommit
-    from spark_jobs.commit import read_manifest
-    from spark_jobs.layout import RunLayout
-    from spark_jobs.params import DEFAULT_SEED
-    from spark_jobs.stages.split import per_user_split
 
     started = time.monotonic()
     loaded = work / "ml-100k-load"
@@ -179,20 +174,18 @@ def ml100k_per_user(spark, movielens: Path, work: Path) -> dict[str, Any]:
         )
     run = fresh(work / "ml-100k-per-user")
     copy_load(loaded, run)
-    layout = RunLayout(str(run))
-    load = read_manifest(spark, layout, "load")
-    ratings = spark.read.parquet(layout.ratings)
-    train, test = per_user_split(ratings, PER_USER_TEST_FRACTION, DEFAULT_SEED)
-    parameters = {
-        "method": "per user",
-        "test_fraction": PER_USER_TEST_FRACTION,
-        "seed": DEFAULT_SEED,
-    }
-    with StageCommit(
-        spark, layout, "split", inputs={"load": load}, parameters=parameters
-    ) as commit:
-        train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
-        test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
+    run_stage(
+        spark,
+        [
+            "split",
+            "--output",
+            str(run),
+            "--split-method",
+            "per-user",
+            "--test-fraction",
+            str(PER_USER_TEST_FRACTION),
+        ],
+    )
     top_k = ["--top-k", str(PER_USER_K)]
     run_stage(spark, ["tune", "--output", str(run), *top_k])
     run_stage(spark, ["train", "--output", str(run), *top_k])

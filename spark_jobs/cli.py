@@ -42,6 +42,11 @@ def _float_list(text: str) -> tuple[float, ...]:
 PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "seed": (int, "random seed for splits and ALS initialisation"),
     "test_fraction": (float, "share of ratings held out for testing, in (0, 1)"),
+    "split_method": (
+        str,
+        "how split holds out test ratings: hash (each rating by a hash of userId, movieId "
+        "and seed) or per-user (that share of each user's ratings)",
+    ),
     "validation_fraction": (float, "share of training ratings held out by tune, in (0, 1)"),
     "rank": (int, "number of latent factors, at least 1"),
     "reg_param": (float, "ALS regularisation (regParam), at least 0"),

@@ -43,6 +43,11 @@ DEFAULT_RATING_MODEL = "als"
 # or 200 samples 0.9075 or 0.9026.
 DEFAULT_BAYES_RANK = 16
 DEFAULT_BAYES_SAMPLES = 100
+# How split holds out test ratings. "hash" puts a rating in test when a hash of
+# (userId, movieId, seed) falls below the test fraction. "per-user" holds out that
+# fraction of each user's ratings, so every user with two or more ratings is tested.
+SPLIT_METHODS = ("hash", "per-user")
+DEFAULT_SPLIT_METHOD = "hash"
 # Top-k lists that recommend can write. "default" is the one tune measured best.
 ORDERINGS = ("default", "rating", "implicit")
 DEFAULT_ORDERING = "default"
@@ -76,6 +81,7 @@ class Parameters:
 
     seed: int = DEFAULT_SEED
     test_fraction: float = DEFAULT_TEST_FRACTION
+    split_method: str = DEFAULT_SPLIT_METHOD
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     rank: int = DEFAULT_RANK
     reg_param: float = DEFAULT_REG_PARAM
@@ -121,6 +127,11 @@ class Parameters:
             raise ParameterError(
                 f"invalid value for --rating-model: {self.rating_model!r}; "
                 f"allowed: {', '.join(RATING_MODELS)}"
+            )
+        if self.split_method not in SPLIT_METHODS:
+            raise ParameterError(
+                f"invalid value for --split-method: {self.split_method!r}; "
+                f"allowed: {', '.join(SPLIT_METHODS)}"
             )
         if self.ordering not in ORDERINGS:
             raise ParameterError(

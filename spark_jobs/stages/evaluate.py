@@ -102,6 +102,7 @@ def run(context: StageContext) -> dict[str, Any]:
     metrics["ranking"] = {
         "k": k,
         "protocol": PROTOCOL,
+        "split": split.parameters,
         "default_list": default.name,
         "default_list_source": (
             "chosen by tune on validation ratings carved from the training split"

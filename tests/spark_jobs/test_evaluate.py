@@ -35,6 +35,8 @@ def test_ranking_section_states_protocol(evaluated):
     assert "held-out" in ranking["protocol"]
     assert ranking["default_list"] in ranking["lists"]
     assert ranking["default_list_models"]
+    assert ranking["split"]["split_method"] == "hash"
+    assert ranking["split"]["test_fraction"] == 0.2
 
 
 def test_course_and_ranking_lists_compared(evaluated):

@@ -41,6 +41,8 @@ def test_defaults_match_module_constants():
         ({"rank_grid": ()}, "--rank-grid"),
         ({"reg_grid": (-0.1,)}, "--reg-grid"),
         ({"reg_grid": ()}, "--reg-grid"),
+        ({"split_method": "per_user"}, "--split-method"),
+        ({"rating_model": "svd"}, "--rating-model"),
     ],
 )
 def test_validate_rejects_option(changes, option):
@@ -59,6 +61,8 @@ def test_validate_rejects_option(changes, option):
         {"max_quarantine_fraction": 0.0},
         {"max_quarantine_fraction": 1.0},
         {"top_k": 1},
+        {"split_method": "per-user"},
+        {"split_method": "hash"},
     ],
 )
 def test_validate_accepts_boundary(changes):

@@ -103,6 +103,25 @@ def test_run_writes_reproducible_split(spark, tmp_path):
     assert "test_rows_cold_start" in report
 
 
+def test_per_user_run_tests_every_user(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    counts = split.run(context_for(spark, layout, explicit={"split_method": "per-user"}))
+    ratings = spark.read.parquet(layout.ratings)
+    _, expected_test = split.per_user_split(ratings, TEST_FRACTION, SEED)
+    test = spark.read.parquet(layout.split_test)
+    train = spark.read.parquet(layout.split_train)
+    report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
+    manifest = fs.read_json(spark, layout.manifest("split"))
+    tested_users = {row["userId"] for row in test.select("userId").distinct().collect()}
+    all_users = {row["userId"] for row in ratings.select("userId").distinct().collect()}
+    assert _pairs(test) == _pairs(expected_test)
+    assert not _pairs(train) & _pairs(test)
+    assert tested_users == all_users
+    assert counts["n_test"] == len(_pairs(expected_test))
+    assert report["method"].startswith("per user")
+    assert manifest["parameters"]["split_method"] == "per-user"
+
+
 def split_files(tmp_path, train_text: str, test_text: str, names=("u1.base", "u1.test")):
     """Write a --train and a --test file with these contents and return their paths."""
     train_file = tmp_path / names[0]

@@ -46,7 +46,13 @@ def test_existing_split_goes_to_split_only():
 
 
 def test_parameters_go_to_the_stages_that_take_them():
-    parameters = {"seed": 7, "rank": 16, "reg_grid": (0.05, 0.1), "max_quarantine_fraction": 0.5}
+    parameters = {
+        "seed": 7,
+        "rank": 16,
+        "reg_grid": (0.05, 0.1),
+        "max_quarantine_fraction": 0.5,
+        "split_method": "per-user",
+    }
     args = steps_by_name(RunRequest(output="/r", parameters=parameters))
 
     assert args["load"][-2:] == ("--max-quarantine-fraction", "0.5")
@@ -54,6 +60,8 @@ def test_parameters_go_to_the_stages_that_take_them():
     assert "--rank" in args["train"]
     assert args["train"][args["train"].index("--rank") + 1] == "16"
     assert args["tune"][args["tune"].index("--reg-grid") + 1] == "0.05,0.1"
+    assert args["split"][-2:] == ("--split-method", "per-user")
+    assert "--split-method" not in args["tune"]
     assert "--rank" not in args["split"]
     assert "--seed" not in args["load"]
 
