@@ -245,17 +245,23 @@ def _run_step(
 
 
 def _parse_summary(stdout: str) -> Any:
-    """Return the JSON summary that the command line prints last, or the raw text without one."""
+    """Return the JSON summary that the command line prints last, or the raw text without one.
+
+    Log lines can follow the summary: py4j logs the close of its connection when
+    the driver's Python exits, and spark-submit merges that log into stdout.
+    """
     # json.dumps(indent=2) starts the document with a line holding only "{",
     # which no log line before it does.
     lines = stdout.rstrip().splitlines()
     starts = [index for index, line in enumerate(lines) if line == "{"]
-    if not starts:
-        return stdout.strip() or None
-    try:
-        return json.loads("\n".join(lines[starts[-1] :]))
-    except json.JSONDecodeError:
-        return stdout.strip()
+    decoder = json.JSONDecoder()
+    for start in reversed(starts):
+        try:
+            summary, _ = decoder.raw_decode("\n".join(lines[start:]))
+        except json.JSONDecodeError:
+            continue
+        return summary
+    return stdout.strip() or None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -173,6 +173,20 @@ def test_summary_parsed_after_log_lines():
     assert local_runner._parse_summary(stdout) == {"rows": 3, "nested": {"a": 1}}
 
 
+def test_summary_parsed_before_exit_log_line():
+    stdout = (
+        '{\n  "rows": 3\n}\n'
+        "2026-12-05 05:48:37,856 INFO py4j.clientserver: Closing down clientserver connection\n"
+    )
+
+    assert local_runner._parse_summary(stdout) == {"rows": 3}
+
+
+def test_summary_without_json_is_raw_text():
+    assert local_runner._parse_summary("INFO done\n") == "INFO done"
+    assert local_runner._parse_summary("") is None
+
+
 def test_failed_step_stops_the_run(built_artifact, tmp_path):
     request = RunRequest(output=str(tmp_path / "run"), source=str(tmp_path / "no-such-dataset"))
 
@@ -209,6 +223,9 @@ def test_standalone_cluster_runs_pipeline(standalone_cluster, built_artifact, ml
     # Every step ran, in order, exactly the command the plan (and the parity test) shows.
     assert [result.name for result in results] == [step.name for step in build_steps(request)]
     assert [list(result.command) for result in results] == [command for _, command in planned]
+    # Each step's summary is the JSON its command line printed, not raw log text.
+    for result in results:
+        assert isinstance(result.summary, dict), result.name
     # Each spark-submit was an application of the standalone master.
     completed = master_status(standalone_cluster["ui_port"])["completedapps"]
     assert len(completed) >= len(results)
