@@ -301,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    # Unsorted, so a pipeline's stage summaries print in the order the stages ran.
+    print(json.dumps(summary, indent=2, default=str))
     if args.command == "pipeline":
         print(pipeline_report(args.output, summary))
     return 0

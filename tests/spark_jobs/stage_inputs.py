@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,17 +143,20 @@ def trained_run(spark, tmp_path_factory) -> RunLayout:
 _PIPELINE_RUNS: dict[str, tuple[RunLayout, int]] = {}
 
 
-def pipeline_run(spark, tmp_path_factory, source: Path) -> tuple[RunLayout, int]:
+def pipeline_run(spark, tmp_path_factory, source: Path) -> tuple[RunLayout, int, str]:
     """Run ``python -m spark_jobs pipeline`` on ``source`` in this process, once per session.
 
-    Returns the run directory and the exit status. The pipeline shares the test
-    session's Spark session, because the command line reuses an active one.
+    Returns the run directory, the exit status and what the command printed to
+    stdout. The pipeline shares the test session's Spark session, because the
+    command line reuses an active one.
     """
     from spark_jobs import cli
 
     key = str(source)
     if key not in _PIPELINE_RUNS:
         output = tmp_path_factory.mktemp("pipeline") / "run"
-        status = cli.main(["pipeline", "--source", key, "--output", str(output)])
-        _PIPELINE_RUNS[key] = (RunLayout(str(output)), status)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            status = cli.main(["pipeline", "--source", key, "--output", str(output)])
+        _PIPELINE_RUNS[key] = (RunLayout(str(output)), status, printed.getvalue())
     return _PIPELINE_RUNS[key]

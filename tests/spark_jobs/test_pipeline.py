@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -20,9 +22,15 @@ RMSE_HIGH = 0.90
 
 @pytest.fixture(scope="module")
 def finished(spark, tmp_path_factory, ml_latest_small):
-    layout, status = pipeline_run(spark, tmp_path_factory, ml_latest_small)
+    layout, status, _ = pipeline_run(spark, tmp_path_factory, ml_latest_small)
     assert status == 0
     return layout
+
+
+def test_summaries_print_in_stage_order(spark, tmp_path_factory, ml_latest_small):
+    _, _, printed = pipeline_run(spark, tmp_path_factory, ml_latest_small)
+    summaries, _ = json.JSONDecoder().raw_decode(printed)
+    assert list(summaries) == list(STAGES)
 
 
 @pytest.fixture(scope="module")
