@@ -43,9 +43,9 @@ DEFAULT_RATING_MODEL = "als"
 # or 200 samples 0.9075 or 0.9026.
 DEFAULT_BAYES_RANK = 16
 DEFAULT_BAYES_SAMPLES = 100
-# How split holds out test ratings. "hash" puts a rating in test when a hash of
+# Split methods for the test ratings. "hash" puts a rating in test when a hash of
 # (userId, movieId, seed) falls below the test fraction. "per-user" holds out that
-# fraction of each user's ratings, so every user with two or more ratings is tested.
+# fraction of each user's ratings, rounded, so nearly every user is tested.
 SPLIT_METHODS = ("hash", "per-user")
 DEFAULT_SPLIT_METHOD = "hash"
 # Top-k lists that recommend can write. "default" is the one tune measured best.

@@ -4,10 +4,15 @@ By default (``--split-method hash``) each rating goes to the test set when a
 hash of (userId, movieId, seed) falls below the test fraction. Unlike
 ``randomSplit``, which samples by partition and row position, the hash depends
 only on the row itself, so the two sides stay disjoint and complete however
-often and however partitioned Spark re-evaluates the input. ``--split-method
-per-user`` orders each user's ratings by the same hash and holds out the test
-fraction of them, the protocol of most top-k benchmarks: every user with two or
-more ratings has a test set and a training history. ``--train`` and ``--test`` use an existing split instead (ml-100k
+often and however partitioned Spark re-evaluates the input.
+
+``--split-method per-user`` orders each user's ratings by the same hash and
+holds out the test fraction of them, rounded, keeping at least one in training.
+The recommenders project's MovieLens benchmark splits per user in the same way.
+A user with too few ratings for the rounded share to reach one has no test
+rating.
+
+``--train`` and ``--test`` use an existing split instead (ml-100k
 ships u1..u5), read and validated line by line as the load stage reads ratings.
 """
 
