@@ -71,6 +71,17 @@ def test_per_user_split_holds_out_each_user(ratings):
         assert test_counts[user] == 50 - round(50 * 0.75)
 
 
+def test_per_user_split_keeps_small_users_in_training(spark):
+    schema = "userId int, movieId int, rating float, timestamp long"
+    rows = [(user, movie, 4.0, 0) for user, count in ((1, 1), (2, 2), (3, 3)) for movie in range(count)]
+    train, test = split.per_user_split(spark.createDataFrame(rows, schema), 0.2, SEED)
+    train_counts = {row["userId"]: row["count"] for row in train.groupBy("userId").count().collect()}
+    test_counts = {row["userId"]: row["count"] for row in test.groupBy("userId").count().collect()}
+    # round(n * 0.8) stays in training: 1 of 1, 2 of 2 and 2 of 3.
+    assert train_counts == {1: 1, 2: 2, 3: 2}
+    assert test_counts == {3: 1}
+
+
 def test_cold_start_counts_unseen_users_and_movies(spark):
     schema = "userId int, movieId int, rating float, timestamp long"
     train = spark.createDataFrame([(1, 10, 4.0, 0), (2, 20, 3.0, 0)], schema)
