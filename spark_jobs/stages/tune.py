@@ -219,10 +219,11 @@ def choose_list(
 ) -> tuple[ListSpec, list[dict[str, Any]]]:
     """Measure each way to build the top-k list on the validation ratings and pick the best.
 
-    Only the lists shown in predicted-rating order (``rating`` and ``reranked``) can
-    become the default, so the default list always reads from the highest predicted
-    rating down. ``implicit`` is measured for comparison. The eligible list with the
-    best precision@k wins, and NDCG@k breaks ties.
+    The list with the best precision@k wins, and NDCG@k breaks ties. ``reranked``
+    with k candidates holds the same movies as ``implicit`` in predicted-rating
+    order, so the two always tie on precision, and NDCG@k decides whether the
+    default list reads in the ranking model's order or from the highest predicted
+    rating down.
     """
     k = params.top_k
     specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER)]
@@ -240,9 +241,13 @@ def choose_list(
             k,
             metrics[f"precision_at_{k}"],
         )
-    eligible = [entry for entry in measured if entry["strategy"] != IMPLICIT_ORDER]
-    best = max(eligible, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
-    return ListSpec(best["strategy"], best["candidates"]), measured
+    return best_list(measured, k), measured
+
+
+def best_list(measured: list[dict[str, Any]], k: int) -> ListSpec:
+    """Return the measured list with the best precision@k, then the best NDCG@k."""
+    best = max(measured, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
+    return ListSpec(best["strategy"], best["candidates"])
 
 
 def score_bayes(

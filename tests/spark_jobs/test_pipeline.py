@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from spark_jobs import fs
@@ -76,12 +75,12 @@ def test_all_titles_known(recommendations):
     assert recommendations.filter(F.col("title").isNull()).count() == 0
 
 
-def test_lists_descend_by_predicted_rating(recommendations):
-    previous = F.lag("predicted_rating").over(Window.partitionBy("userId").orderBy("rank"))
-    rises = recommendations.withColumn("previous", previous).filter(
-        F.col("previous") < F.col("predicted_rating")
-    )
-    assert rises.count() == 0
+def test_recommend_writes_tunes_list(spark, finished):
+    chosen = fs.read_json(spark, finished.tuning_results)["chosen"]["list"]
+    recommend = fs.read_json(spark, finished.manifest("recommend"))["parameters"]
+    metrics = fs.read_json(spark, finished.metrics)
+    assert recommend["list"] == chosen
+    assert metrics["ranking"]["lists"][metrics["ranking"]["default_list"]]["list"] == chosen
 
 
 def test_tuning_outputs_written(spark, finished):

@@ -12,6 +12,7 @@ from spark_jobs import fs
 from spark_jobs.params import Parameters
 from spark_jobs.stages import split
 from spark_jobs.stages import tune
+from spark_jobs.topk import ListSpec
 from tests.spark_jobs.stage_inputs import context_for
 from tests.spark_jobs.stage_inputs import synthetic_ratings
 from tests.spark_jobs.stage_inputs import write_loaded_run
@@ -127,11 +128,42 @@ def test_study_spans_one_to_max_iterations(tuned):
     assert [row["maxIter"] for row in results["iterations"]] == [1, 2, 3]
 
 
-def test_default_list_is_in_rating_order(tuned):
+def test_default_list_has_best_precision_then_ndcg(tuned):
     _, _, results = tuned
+    k = SMALL_TUNE["top_k"]
     names = {entry["name"] for entry in results["lists"]}
+    chosen = results["chosen"]["list"]
+    best = max(
+        results["lists"], key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"])
+    )
     assert {"rating", "implicit"} <= names
-    assert results["chosen"]["list"]["strategy"] in {"rating", "reranked"}
+    assert (chosen["strategy"], chosen["candidates"]) == (best["strategy"], best["candidates"])
+
+
+def _measured(strategy, candidates, precision, ndcg):
+    return {
+        "strategy": strategy,
+        "candidates": candidates,
+        "precision_at_10": precision,
+        "ndcg_at_10": ndcg,
+    }
+
+
+def test_best_list_breaks_precision_tie_by_ndcg():
+    measured = [
+        _measured("rating", 0, 0.05, 0.06),
+        _measured("implicit", 0, 0.20, 0.25),
+        _measured("reranked", 10, 0.20, 0.23),
+        _measured("reranked", 20, 0.18, 0.21),
+    ]
+    assert tune.best_list(measured, 10) == ListSpec("implicit")
+    measured[2]["ndcg_at_10"] = 0.26
+    assert tune.best_list(measured, 10) == ListSpec("reranked", 10)
+
+
+def test_best_list_prefers_precision_over_ndcg():
+    measured = [_measured("implicit", 0, 0.20, 0.30), _measured("reranked", 20, 0.21, 0.22)]
+    assert tune.best_list(measured, 10) == ListSpec("reranked", 20)
 
 
 def test_csv_and_plot_are_written(spark, tuned):
