@@ -26,6 +26,7 @@ from spark_jobs.steps import STAGES
 from spark_jobs.steps import RunRequest
 from spark_jobs.steps import build_steps
 from spark_jobs.steps import option_name
+from spark_jobs.steps import split_conflict
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,9 @@ def validate_args(args: argparse.Namespace) -> Parameters:
     )
     if (getattr(args, "train", None) is None) != (getattr(args, "test", None) is None):
         raise ParameterError("--train and --test must be given together")
+    conflict = split_conflict(getattr(args, "train", None), explicit_parameters(args))
+    if conflict is not None:
+        raise ParameterError(conflict)
     return params
 
 

@@ -63,6 +63,22 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Parameters that shape the split stage's own split, so they conflict with an existing split.
+OWN_SPLIT_PARAMETERS = ("test_fraction", "split_method")
+
+
+def split_conflict(train: str | None, parameters: Mapping[str, object]) -> str | None:
+    """Return why these parameters cannot go with an existing split, or None when they can."""
+    conflicting = [name for name in OWN_SPLIT_PARAMETERS if name in parameters]
+    if train is None or not conflicting:
+        return None
+    options = " and ".join(option_name(name) for name in conflicting)
+    return (
+        f"{options} set how split makes its own split, so they cannot be combined with "
+        f"--train and --test; leave them out to use the given files"
+    )
+
+
 def option_name(parameter: str) -> str:
     """Return the command-line option for a Parameters field: ``reg_param`` -> ``--reg-param``."""
     return "--" + parameter.replace("_", "-")
@@ -94,6 +110,9 @@ class RunRequest:
             raise ValueError(f"unknown parameters {unknown}; allowed: {sorted(known)}")
         if (self.train is None) != (self.test is None):
             raise ValueError("train and test must be given together, or neither")
+        conflict = split_conflict(self.train, self.parameters)
+        if conflict is not None:
+            raise ValueError(conflict)
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def run(context: StageContext) -> dict[str, Any]:
         files = [read_split_file(spark, uri, scale) for uri in (context.train, context.test)]
         train, test = files[0].valid, files[1].valid
         accounting = {"train_file": files[0].accounting, "test_file": files[1].accounting}
-        parameters = {"train": context.train, "test": context.test}
+        parameters = {"split_method": "files", "train": context.train, "test": context.test}
     else:
         ratings = spark.read.parquet(layout.ratings)
         parameters["split_method"] = params.split_method

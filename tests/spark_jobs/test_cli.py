@@ -54,6 +54,20 @@ def test_cli_rejects_out_of_range_option(
     assert f"allowed range is {allowed}" in message
 
 
+@pytest.mark.parametrize("command", ["split", "pipeline"])
+def test_cli_rejects_split_method_with_split_files(session_calls, capsys, tmp_path, command):
+    files = ["--train", str(tmp_path / "u1.base"), "--test", str(tmp_path / "u1.test")]
+    arguments = [command, *files, "--split-method", "per-user", "--output", str(tmp_path / "run")]
+
+    code = cli.main(arguments)
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert "--split-method set how split makes its own split" in message
+    assert "--train and --test" in message
+
+
 def test_cli_rejects_output_inside_source(session_calls, capsys, tmp_path):
     source = tmp_path / "ml-latest-small"
     source.mkdir()

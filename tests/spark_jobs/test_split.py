@@ -158,6 +158,8 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
     assert summary["n_train"] == 3
     assert summary["n_test"] == 1
+    assert report["split_method"] == "files"
+    assert report["method"] == split.METHOD_DESCRIPTIONS["files"]
     assert report["test_file"]["rows_read"] == 4
     assert report["test_file"]["rows_accepted"] == 1
     assert report["test_file"]["rating_out_of_range"] == 1

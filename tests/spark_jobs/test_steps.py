@@ -92,6 +92,11 @@ def test_run_request_rejects_train_without_test():
         RunRequest(output="/r", train="/d/u1.base")
 
 
+def test_run_request_rejects_test_fraction_with_split_files():
+    with pytest.raises(ValueError, match="--test-fraction set how split makes its own split"):
+        RunRequest(output="/r", train="/a", test="/b", parameters={"test_fraction": 0.25})
+
+
 def test_option_name():
     assert option_name("reg_param") == "--reg-param"
     assert option_name("seed") == "--seed"
