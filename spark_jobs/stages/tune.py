@@ -511,4 +511,9 @@ def run(context: StageContext) -> dict[str, Any]:
         list_spec.name,
         time.monotonic() - started,
     )
-    return {"chosen": chosen}
+    # The chosen rating model's own settings: results.json keeps the best ALS point
+    # beside them, so a Bayesian choice would otherwise show the ALS rank.
+    rating_model_settings = next(
+        entry for entry in rating_models if entry["model"] == chosen["model"]
+    )
+    return {"rating_model": rating_model_settings, "ranker": ranker, "list": chosen["list"]}

@@ -44,9 +44,23 @@ def tuned(spark, tmp_path_factory):
 
 
 def test_tune_runs_without_test_split(spark, tuned):
-    layout, summary, _ = tuned
+    layout, _, results = tuned
     assert not fs.exists(spark, layout.split_test)
-    assert summary["chosen"]["rank"] in SMALL_TUNE["rank_grid"]
+    assert results["chosen"]["rank"] in SMALL_TUNE["rank_grid"]
+
+
+def test_summary_shows_chosen_models_settings(tuned):
+    _, summary, results = tuned
+    chosen = results["chosen"]
+    rating_model = summary["rating_model"]
+    assert rating_model["model"] == chosen["model"]
+    assert rating_model["validation_rmse"] == chosen["validation_rmse"]
+    assert summary["ranker"] == chosen["ranker"]
+    assert summary["list"] == chosen["list"]
+    if chosen["model"] == "bayes":
+        assert rating_model["rank"] == SMALL_TUNE["bayes_rank"]
+    else:
+        assert rating_model["rank"] == chosen["rank"]
 
 
 def test_grid_covers_every_point(tuned):
