@@ -20,6 +20,9 @@ from typing import Any
 from spark_jobs.errors import ParameterError
 from spark_jobs.errors import PipelineError
 from spark_jobs.layout import RunLayout
+from spark_jobs.params import ORDERINGS
+from spark_jobs.params import RATING_MODELS
+from spark_jobs.params import SPLIT_METHODS
 from spark_jobs.params import Parameters
 from spark_jobs.steps import STAGE_PARAMETERS
 from spark_jobs.steps import STAGES
@@ -103,13 +106,24 @@ def _default_text(name: str) -> str:
     return f"default: {value}"
 
 
+# Allowed values of the options that take a name, shown in the usage line. validate()
+# still checks them, so a wrong name gets the same message as any invalid value.
+OPTION_CHOICES = {
+    "split_method": SPLIT_METHODS,
+    "rating_model": RATING_MODELS,
+    "ordering": ORDERINGS,
+}
+
+
 def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
         value_type, help_text = PARAMETER_OPTIONS[name]
+        choices = OPTION_CHOICES.get(name)
         parser.add_argument(
             option_name(name),
             dest=name,
             type=value_type,
+            metavar="{" + ",".join(choices) + "}" if choices else None,
             help=f"{help_text} ({_default_text(name)})",
         )
 

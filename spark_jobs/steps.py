@@ -73,9 +73,10 @@ def split_conflict(train: str | None, parameters: Mapping[str, object]) -> str |
     if train is None or not conflicting:
         return None
     options = " and ".join(option_name(name) for name in conflicting)
+    verb, pronoun = ("sets", "it") if len(conflicting) == 1 else ("set", "them")
     return (
-        f"{options} set how split makes its own split, so they cannot be combined with "
-        f"--train and --test; leave them out to use the given files"
+        f"{options} {verb} how split makes its own split and cannot be combined with "
+        f"--train and --test. Leave {pronoun} out to use the given files."
     )
 
 

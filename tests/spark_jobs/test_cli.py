@@ -55,7 +55,7 @@ def test_cli_rejects_out_of_range_option(
 
 
 @pytest.mark.parametrize("command", ["split", "pipeline"])
-def test_cli_rejects_split_method_with_split_files(session_calls, capsys, tmp_path, command):
+def test_split_method_rejected_with_files(session_calls, capsys, tmp_path, command):
     files = ["--train", str(tmp_path / "u1.base"), "--test", str(tmp_path / "u1.test")]
     arguments = [command, *files, "--split-method", "per-user", "--output", str(tmp_path / "run")]
 
@@ -64,7 +64,7 @@ def test_cli_rejects_split_method_with_split_files(session_calls, capsys, tmp_pa
 
     assert code == 2
     assert session_calls == []
-    assert "--split-method set how split makes its own split" in message
+    assert "--split-method sets how split makes its own split" in message
     assert "--train and --test" in message
 
 
@@ -139,3 +139,15 @@ def test_help_names_tuned_defaults(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: tune's choice, or 10 when tune has not run" in text
+
+
+def test_help_lists_allowed_names(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["split", "--help"])
+    split_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["recommend", "--help"])
+    recommend_help = capsys.readouterr().out
+
+    assert "--split-method {hash,per-user}" in split_help
+    assert "--ordering {default,rating,implicit}" in recommend_help

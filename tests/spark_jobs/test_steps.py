@@ -92,8 +92,8 @@ def test_run_request_rejects_train_without_test():
         RunRequest(output="/r", train="/d/u1.base")
 
 
-def test_run_request_rejects_test_fraction_with_split_files():
-    with pytest.raises(ValueError, match="--test-fraction set how split makes its own split"):
+def test_request_rejects_fraction_with_files():
+    with pytest.raises(ValueError, match="--test-fraction sets how split makes its own split"):
         RunRequest(output="/r", train="/a", test="/b", parameters={"test_fraction": 0.25})
 
 
