@@ -213,6 +213,13 @@ def ml100k_per_user(spark, movielens: Path, work: Path) -> dict[str, Any]:
     }
 
 
+def _method_label(ours: dict[str, Any]) -> str:
+    """Return which model a row's figures come from: the rating model, or the default list too."""
+    if ours.get("precision_at_10") is None:
+        return "rating model"
+    return f"rating model; default list {ours['default_list']}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Return the results as a Markdown page: our numbers beside the anchors and targets."""
     lines = [
@@ -242,7 +249,7 @@ def markdown(results: dict[str, Any]) -> str:
         if ours is None:
             continue
         lines.append(
-            f"| {name} | this pipeline ({ours.get('default_list', 'rating model')}) "
+            f"| {name} | this pipeline ({_method_label(ours)}) "
             f"| {cell(ours.get('rmse'))} | {cell(ours.get('precision_at_10'))} "
             f"| {cell(ours.get('recall_at_10'))} | {cell(ours.get('ndcg_at_10'))} "
             f"| {cell(ours.get('map_at_10'))} | {cell(ours.get('seconds'))} |"

@@ -77,7 +77,8 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "ordering": (
         str,
         "top-k list to write: default (the list tune measured best), rating (every unrated "
-        "movie by predicted rating) or implicit (the ranking model's order)",
+        "movie by predicted rating), implicit (the ranking model's order) or reranked (the "
+        "ranking model's top k by predicted rating)",
     ),
 }
 

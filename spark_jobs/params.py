@@ -48,8 +48,9 @@ DEFAULT_BAYES_SAMPLES = 100
 # fraction of each user's ratings, rounded, so nearly every user is tested.
 SPLIT_METHODS = ("hash", "per-user")
 DEFAULT_SPLIT_METHOD = "hash"
-# Top-k lists that recommend can write. "default" is the one tune measured best.
-ORDERINGS = ("default", "rating", "implicit")
+# Top-k lists that recommend can write. "default" is the one tune measured best, and
+# "reranked" is the ranking model's top k in predicted-rating order.
+ORDERINGS = ("default", "rating", "implicit", "reranked")
 DEFAULT_ORDERING = "default"
 
 

@@ -28,6 +28,7 @@ from spark_jobs.stages.train import RANKING_MODEL
 from spark_jobs.stages.train import RATING_MODEL
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
+from spark_jobs.topk import RERANKED
 from spark_jobs.topk import ListSpec
 from spark_jobs.topk import top_k_lists
 
@@ -45,9 +46,12 @@ LIST_DESCRIPTIONS = {
 }
 
 
-def lists_to_compare(default: ListSpec) -> list[ListSpec]:
-    """Return the course's list, the ranking model's list and the default, without repeats."""
-    specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER)]
+def lists_to_compare(default: ListSpec, k: int) -> list[ListSpec]:
+    """Return the lists to score: rating, implicit, reranked with k candidates and the default.
+
+    The default is left out when it is one of the other three.
+    """
+    specs = [ListSpec(RATING_ORDER), ListSpec(IMPLICIT_ORDER), ListSpec(RERANKED, k)]
     if default.name not in {spec.name for spec in specs}:
         specs.append(default)
     return specs
@@ -62,6 +66,17 @@ def default_list_models(default: ListSpec, metrics: dict[str, Any]) -> str:
     if default.strategy == IMPLICIT_ORDER:
         return f"ranking model ({ranking})"
     return f"candidates from the ranking model ({ranking}), ordered by the rating model ({rating})"
+
+
+def split_settings(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Return the split manifest's parameters with ``split_method`` always present.
+
+    Split manifests written before the option existed lack it: their split was the
+    given files when ``train`` is present, and the hash split otherwise.
+    """
+    settings = dict(parameters)
+    settings.setdefault("split_method", "files" if "train" in settings else "hash")
+    return settings
 
 
 def run(context: StageContext) -> dict[str, Any]:
@@ -79,7 +94,7 @@ def run(context: StageContext) -> dict[str, Any]:
     test = spark.read.parquet(layout.split_test).cache()
     users = test.select(USER).distinct()
 
-    specs = lists_to_compare(default)
+    specs = lists_to_compare(default, k)
     lists = top_k_lists(rating_model, ranking_model, train, k, specs, users=users)
     by_list = ranking_metrics_by_list(lists, test, k)
     results = {}
@@ -102,7 +117,7 @@ def run(context: StageContext) -> dict[str, Any]:
     metrics["ranking"] = {
         "k": k,
         "protocol": PROTOCOL,
-        "split": split.parameters,
+        "split": split_settings(split.parameters),
         "default_list": default.name,
         "default_list_source": (
             "chosen by tune on validation ratings carved from the training split"

@@ -1,9 +1,10 @@
 """Recommend stage: the top-k movies for every user, never one the user already rated.
 
-The list is the one tune measured best unless ``--ordering`` requests another;
+The list is the one tune measured best unless ``--ordering`` requests another.
 ``rating`` gives the course's list, every unrated movie ordered by predicted
-rating. Each row carries the rating model's predicted rating and the movie's title
-and genres. Data sets without a movies file (the built-in sample) have no titles:
+rating, and ``reranked`` the ranking model's top k in predicted-rating order.
+Each row carries the rating model's predicted rating and the movie's title and
+genres. Data sets without a movies file (the built-in sample) have no titles:
 the title and genres columns stay empty and the summary marks titles as unknown.
 """
 
@@ -37,6 +38,7 @@ from spark_jobs.stages.train import RANKING_MODEL
 from spark_jobs.stages.train import RATING_MODEL
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
+from spark_jobs.topk import RERANKED
 from spark_jobs.topk import ListSpec
 from spark_jobs.topk import top_k
 
@@ -47,12 +49,14 @@ TITLE_UNKNOWN = "title unknown: this data set has no movies file"
 SAMPLE_LENGTH = 5
 
 
-def list_spec(ordering: str, default: dict[str, Any]) -> ListSpec:
+def list_spec(ordering: str, default: dict[str, Any], k: int) -> ListSpec:
     """Return the list to build for an --ordering value."""
     if ordering == "rating":
         return ListSpec(RATING_ORDER)
     if ordering == "implicit":
         return ListSpec(IMPLICIT_ORDER)
+    if ordering == "reranked":
+        return ListSpec(RERANKED, k)
     return ListSpec(default["strategy"], default["candidates"])
 
 
@@ -127,7 +131,7 @@ def run(context: StageContext) -> dict[str, Any]:
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))
     default = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))["default_list"]
-    spec = list_spec(params.ordering, default)
+    spec = list_spec(params.ordering, default, k)
     ranking_model = (
         load_ranking_model(spark, join_uri(layout.root, RANKING_MODEL))
         if spec.needs_ranking_model

@@ -13,8 +13,8 @@ never read. Tune fits the bias baseline once, then:
 3. the ranking model: implicit-feedback ALS alone or blended with EASE
    (``spark_jobs.ease``), whichever has the best mean precision@k over this
    validation split and two more carved with other seeds;
-4. precision@k of each way to build the top-k list on the validation ratings,
-   which picks the default list.
+4. precision@k, then NDCG@k, of each way to build the top-k list on the
+   validation ratings, which picks the default list.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ CANDIDATE_MULTIPLES = (1, 2, 4)
 # decides, because on ml-100k a candidate's precision@10 differed by up to 0.008
 # between carves, more than the gaps between the best candidates.
 RANKER_CARVES = 3
+# Decimal digits of precision@k that the list choice compares. One hit in users * k list
+# slots is 1e-8 or more up to 100 million slots (5 million users at k = 20).
+PRECISION_DIGITS = 9
 # How often tune repeats its cancel of the Spark jobs still running after a failure.
 CANCEL_POLL_SECONDS = 0.5
 
@@ -245,8 +248,17 @@ def choose_list(
 
 
 def best_list(measured: list[dict[str, Any]], k: int) -> ListSpec:
-    """Return the measured list with the best precision@k, then the best NDCG@k."""
-    best = max(measured, key=lambda entry: (entry[f"precision_at_{k}"], entry[f"ndcg_at_{k}"]))
+    """Return the measured list with the best precision@k, then the best NDCG@k.
+
+    Precision is rounded before the comparison: it is a float sum over users in an
+    order Spark does not fix, so two lists with the same hits may differ in the last
+    bits. Lists with different hit counts differ by at least 1 / (users * k).
+    """
+
+    def key(entry: dict[str, Any]) -> tuple[float, float]:
+        return round(entry[f"precision_at_{k}"], PRECISION_DIGITS), entry[f"ndcg_at_{k}"]
+
+    best = max(measured, key=key)
     return ListSpec(best["strategy"], best["candidates"])
 
 

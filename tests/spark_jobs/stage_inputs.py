@@ -140,7 +140,7 @@ def trained_run(spark, tmp_path_factory) -> RunLayout:
     return _TRAINED_RUNS["synthetic"]
 
 
-_PIPELINE_RUNS: dict[str, tuple[RunLayout, int]] = {}
+_PIPELINE_RUNS: dict[str, tuple[RunLayout, int, str]] = {}
 
 
 def pipeline_run(spark, tmp_path_factory, source: Path) -> tuple[RunLayout, int, str]:

@@ -148,6 +148,10 @@ def test_help_lists_allowed_names(capsys):
     with pytest.raises(SystemExit):
         cli.main(["recommend", "--help"])
     recommend_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    train_help = capsys.readouterr().out
 
     assert "--split-method {hash,per-user}" in split_help
-    assert "--ordering {default,rating,implicit}" in recommend_help
+    assert "--ordering {default,rating,implicit,reranked}" in recommend_help
+    assert "--rating-model {als,bayes}" in train_help

@@ -41,7 +41,7 @@ def test_ranking_section_states_protocol(evaluated):
 
 def test_course_and_ranking_lists_compared(evaluated):
     _, metrics = evaluated
-    assert {"rating", "implicit"} <= set(metrics["ranking"]["lists"])
+    assert set(metrics["ranking"]["lists"]) == {"rating", "implicit", f"reranked_{K}"}
 
 
 def test_ranking_metrics_are_fractions(evaluated):
@@ -51,3 +51,12 @@ def test_ranking_metrics_are_fractions(evaluated):
             value = values[f"{metric}_at_{K}"]
             assert 0.0 <= value <= 1.0, (name, metric, value)
         assert values["users"] > 0
+
+
+def test_split_settings_fill_method_of_older_manifests():
+    files = {"train": "/data/u1.base", "test": "/data/u1.test"}
+    hashed = {"seed": 42, "test_fraction": 0.2}
+    per_user = {**hashed, "split_method": "per-user"}
+    assert evaluate.split_settings(files)["split_method"] == "files"
+    assert evaluate.split_settings(hashed)["split_method"] == "hash"
+    assert evaluate.split_settings(per_user) == per_user

@@ -63,6 +63,7 @@ def test_validate_rejects_option(changes, option):
         {"top_k": 1},
         {"split_method": "per-user"},
         {"split_method": "hash"},
+        {"ordering": "reranked"},
     ],
 )
 def test_validate_accepts_boundary(changes):

@@ -56,11 +56,9 @@ def test_no_rated_movie_is_recommended(recommended):
     assert not rated & recommended_pairs
 
 
-def test_lists_descend_by_predicted_rating(recommended):
-    _, _, rows = recommended
-    for user, items in _by_user(rows).items():
-        ratings = [item["predicted_rating"] for item in items]
-        assert ratings == sorted(ratings, reverse=True), user
+def test_default_list_is_ranking_models_order(recommended):
+    _, summary, _ = recommended
+    assert summary["list"] == "implicit"
 
 
 def test_titles_and_genres_joined(recommended):
@@ -80,18 +78,23 @@ def test_csv_matches_parquet(spark, recommended):
     assert (records[0]["userId"], records[0]["rank"]) == ("1", "1")
 
 
-def test_rating_ordering_is_available(spark, tmp_path_factory):
+@pytest.mark.parametrize("ordering", ["rating", "reranked"])
+def test_ordering_descends_by_predicted_rating(spark, tmp_path_factory, ordering):
     layout = trained_run(spark, tmp_path_factory)
     summary = recommend.run(
-        context_for(spark, layout, explicit={"top_k": K, "ordering": "rating"}, user=2)
+        context_for(spark, layout, explicit={"top_k": K, "ordering": ordering}, user=2)
     )
-    top = summary["top"]
-    assert summary["list"] == "rating"
-    assert summary["user"] == 2
-    assert len(top) == K
-    assert [item["rank"] for item in top] == list(range(1, K + 1))
+    rows = spark.read.parquet(layout.recommendations).collect()
     # Restore the default list for the other tests of this module.
     recommend.run(context_for(spark, layout, explicit={"top_k": K}))
+
+    top = summary["top"]
+    assert summary["list"] == (ordering if ordering == "rating" else f"reranked_{K}")
+    assert summary["user"] == 2
+    assert [item["rank"] for item in top] == list(range(1, K + 1))
+    for user, items in _by_user(rows).items():
+        ratings = [item["predicted_rating"] for item in items]
+        assert ratings == sorted(ratings, reverse=True), user
 
 
 def test_unknown_user_is_rejected(spark, tmp_path_factory):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 
 import pytest
@@ -173,6 +174,15 @@ def test_best_list_breaks_precision_tie_by_ndcg():
     assert tune.best_list(measured, 10) == ListSpec("implicit")
     measured[2]["ndcg_at_10"] = 0.26
     assert tune.best_list(measured, 10) == ListSpec("reranked", 10)
+
+
+def test_best_list_ignores_float_sum_order():
+    tied = 0.3 * 943 / 943
+    measured = [
+        _measured("reranked", 10, math.nextafter(tied, 1.0), 0.23),
+        _measured("implicit", 0, tied, 0.25),
+    ]
+    assert tune.best_list(measured, 10) == ListSpec("implicit")
 
 
 def test_best_list_prefers_precision_over_ndcg():
