@@ -44,7 +44,11 @@ def _float_list(text: str) -> tuple[float, ...]:
 
 # Type and help text of each Parameters field, as a command-line option.
 PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "seed": (int, "random seed for splits and ALS initialisation"),
+    "seed": (
+        int,
+        "random seed for the hash or per-user split, tune's validation carves and model "
+        "initialisation; split with --train/--test does not use it",
+    ),
     "test_fraction": (float, "share of ratings held out for testing, in (0, 1)"),
     "split_method": (
         str,

@@ -512,20 +512,27 @@ def run(context: StageContext) -> dict[str, Any]:
     )
     for frame in cached:
         frame.unpersist()
-    logger.info(
-        "tune: chose the %s rating model; ALS at rank %d, regParam %g, maxIter %d; "
-        "validation RMSE %.4f; list %s in %.1f s",
-        chosen["model"],
-        chosen["rank"],
-        chosen["regParam"],
-        chosen["maxIter"],
-        chosen["validation_rmse"],
-        list_spec.name,
-        time.monotonic() - started,
-    )
     # The chosen rating model's own settings: results.json keeps the best ALS point
     # beside them, so a Bayesian choice would otherwise show the ALS rank.
     rating_model_settings = next(
         entry for entry in rating_models if entry["model"] == chosen["model"]
+    )
+    described = {
+        name: value
+        for name, value in rating_model_settings.items()
+        if name not in ("model", "validation_rmse")
+    }
+    logger.info(
+        "tune: chose the %s rating model (%s), validation RMSE %.4f; best ALS: rank %d, "
+        "regParam %g, maxIter %d, validation RMSE %.4f; list %s in %.1f s",
+        chosen["model"],
+        ", ".join(f"{name} {value}" for name, value in described.items()),
+        chosen["validation_rmse"],
+        best["rank"],
+        best["regParam"],
+        best["maxIter"],
+        best["rmse"],
+        list_spec.name,
+        time.monotonic() - started,
     )
     return {"rating_model": rating_model_settings, "ranker": ranker, "list": chosen["list"]}
