@@ -100,7 +100,7 @@ def builtin_sample_path() -> str:
     )
 
 
-def _local_or_uri(source: str) -> str:
+def local_or_uri(source: str) -> str:
     """Return ``source`` as a URI: an existing local path becomes an absolute file: URI."""
     if "://" in source or source.startswith("file:"):
         return source.rstrip("/")
@@ -137,7 +137,7 @@ def resolve_source(spark: SparkSession, source: str | None, layout: RunLayout) -
         checksum = datasets.fetch(spark, source, directory)
         description, fingerprint = source, checksum
     else:
-        directory = _local_or_uri(source)
+        directory = local_or_uri(source)
         description, fingerprint = directory, None
     if not fs.is_directory(spark, directory):
         raise InputDataError(

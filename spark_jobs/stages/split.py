@@ -43,6 +43,7 @@ from spark_jobs.schema import RATING
 from spark_jobs.schema import REASON
 from spark_jobs.schema import TIMESTAMP
 from spark_jobs.schema import USER
+from spark_jobs.stages.load import local_or_uri
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +232,17 @@ def run(context: StageContext) -> dict[str, Any]:
     files: list[SplitFile] = []
     if existing:
         scale = rating_scale(fs.read_json(spark, layout.load_report))
-        files = [read_split_file(spark, uri, scale) for uri in (context.train, context.test)]
+        # Absolute URIs: the JVM resolves a relative path against its own working
+        # directory, and the manifest should name the files wherever it is read.
+        train_uri, test_uri = local_or_uri(context.train), local_or_uri(context.test)
+        files = [read_split_file(spark, uri, scale) for uri in (train_uri, test_uri)]
         train, test = files[0].valid, files[1].valid
         accounting = {"train_file": files[0].accounting, "test_file": files[1].accounting}
-        parameters = {"split_method": "files", "train": context.train, "test": context.test}
+        parameters = {
+            "split_method": "files",
+            "train": train_uri,
+            "test": test_uri,
+        }
     else:
         ratings = spark.read.parquet(layout.ratings)
         parameters["split_method"] = params.split_method

@@ -166,13 +166,23 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     assert report["test_file"]["duplicate_rating"] == 1
     assert report["test_file"]["invalid_id"] == 1
     assert sorted((row.source_file, row.line_number, row.reason) for row in quarantine) == [
-        (str(test_file), 2, "rating_out_of_range"),
-        (str(test_file), 3, "duplicate_rating"),
-        (str(test_file), 4, "invalid_id"),
+        (f"file://{test_file}", 2, "rating_out_of_range"),
+        (f"file://{test_file}", 3, "duplicate_rating"),
+        (f"file://{test_file}", 4, "invalid_id"),
     ]
     assert f"{test_file}: 3 of 4 rows quarantined" in caplog.text
     assert "rating_out_of_range, 1 row (line 2: '2\\t3\\t9\\t881250949'): rating must be from 1 to 5" in caplog.text
     assert layout.path(split.SPLIT_QUARANTINE) in caplog.text
+
+
+def test_run_records_split_files_as_absolute_uris(spark, tmp_path, monkeypatch):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split_files(tmp_path, "1\t1\t5\t1\n2\t1\t4\t1\n", "1\t2\t3\t1\n")
+    monkeypatch.chdir(tmp_path)
+    split.run(context_for(spark, layout, train="u1.base", test="u1.test"))
+    report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
+    assert report["train"] == f"file://{tmp_path}/u1.base"
+    assert report["test"] == f"file://{tmp_path}/u1.test"
 
 
 def test_run_rejects_file_without_ratings(spark, tmp_path):
@@ -182,11 +192,11 @@ def test_run_rejects_file_without_ratings(spark, tmp_path):
         split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
     message = str(raised.value)
     quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
-    assert f"split file {test_file} has no valid rating" in message
+    assert f"split file file://{test_file} has no valid rating" in message
     assert "rating_out_of_range, 1 row (line 1: '2\\t2\\t0\\t881250949'): rating must be from 1 to 5" in message
     assert f"The rejected lines are in {layout.path(split.SPLIT_QUARANTINE)}" in message
     assert [(row.source_file, row.line_number, row.reason) for row in quarantine] == [
-        (str(test_file), 1, "rating_out_of_range")
+        (f"file://{test_file}", 1, "rating_out_of_range")
     ]
     assert not (tmp_path / "run" / "_staging").exists()
     assert not (tmp_path / "run" / "_manifests" / "split.json").exists()
