@@ -20,9 +20,7 @@ from typing import Any
 from spark_jobs.errors import ParameterError
 from spark_jobs.errors import PipelineError
 from spark_jobs.layout import RunLayout
-from spark_jobs.params import ORDERINGS
-from spark_jobs.params import RATING_MODELS
-from spark_jobs.params import SPLIT_METHODS
+from spark_jobs.params import NAMED_CHOICES
 from spark_jobs.params import Parameters
 from spark_jobs.steps import STAGE_PARAMETERS
 from spark_jobs.steps import STAGES
@@ -111,19 +109,12 @@ def _default_text(name: str) -> str:
     return f"default: {value}"
 
 
-# Allowed values of the options that take a name, shown in the usage line. validate()
-# still checks them, so a wrong name gets the same message as any invalid value.
-OPTION_CHOICES = {
-    "split_method": SPLIT_METHODS,
-    "rating_model": RATING_MODELS,
-    "ordering": ORDERINGS,
-}
-
-
 def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
         value_type, help_text = PARAMETER_OPTIONS[name]
-        choices = OPTION_CHOICES.get(name)
+        # The usage line shows the allowed names, but argparse does not check them:
+        # validate() does, so a wrong name gets the same message as any invalid value.
+        choices = NAMED_CHOICES.get(name)
         parser.add_argument(
             option_name(name),
             dest=name,
@@ -217,7 +208,8 @@ def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
 
 def validate_args(args: argparse.Namespace) -> Parameters:
     """Return the validated Parameters, or raise ParameterError naming the option."""
-    params = Parameters().with_values(**explicit_parameters(args)).validate()
+    explicit = explicit_parameters(args)
+    params = Parameters().with_values(**explicit).validate()
     check_output_location(
         args.output,
         {
@@ -228,7 +220,7 @@ def validate_args(args: argparse.Namespace) -> Parameters:
     )
     if (getattr(args, "train", None) is None) != (getattr(args, "test", None) is None):
         raise ParameterError("--train and --test must be given together")
-    conflict = split_conflict(getattr(args, "train", None), explicit_parameters(args))
+    conflict = split_conflict(getattr(args, "train", None), explicit)
     if conflict is not None:
         raise ParameterError(conflict)
     return params

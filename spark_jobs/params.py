@@ -52,6 +52,12 @@ DEFAULT_SPLIT_METHOD = "hash"
 # "reranked" is the ranking model's top k in predicted-rating order.
 ORDERINGS = ("default", "rating", "implicit", "reranked")
 DEFAULT_ORDERING = "default"
+# The allowed values of each parameter that takes a name, for validate() and the help.
+NAMED_CHOICES = {
+    "rating_model": RATING_MODELS,
+    "split_method": SPLIT_METHODS,
+    "ordering": ORDERINGS,
+}
 
 
 def check_range(
@@ -124,20 +130,13 @@ class Parameters:
         check_range("--implicit-alpha", self.implicit_alpha, minimum=0)
         check_range("--bayes-rank", self.bayes_rank, minimum=1, maximum=1000)
         check_range("--bayes-samples", self.bayes_samples, minimum=2, maximum=100000)
-        if self.rating_model not in RATING_MODELS:
-            raise ParameterError(
-                f"invalid value for --rating-model: {self.rating_model!r}; "
-                f"allowed: {', '.join(RATING_MODELS)}"
-            )
-        if self.split_method not in SPLIT_METHODS:
-            raise ParameterError(
-                f"invalid value for --split-method: {self.split_method!r}; "
-                f"allowed: {', '.join(SPLIT_METHODS)}"
-            )
-        if self.ordering not in ORDERINGS:
-            raise ParameterError(
-                f"invalid value for --ordering: {self.ordering!r}; allowed: {', '.join(ORDERINGS)}"
-            )
+        for name, allowed in NAMED_CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                option = "--" + name.replace("_", "-")
+                raise ParameterError(
+                    f"invalid value for {option}: {value!r}; allowed: {', '.join(allowed)}"
+                )
         if not self.rank_grid:
             raise ParameterError("invalid value for --rank-grid: empty; give at least one rank")
         if not self.reg_grid:

@@ -8,7 +8,6 @@ often and however partitioned Spark re-evaluates the input.
 
 ``--split-method per-user`` orders each user's ratings by the same hash and
 holds out the test fraction of them, rounded, keeping at least one in training.
-The recommenders project's MovieLens benchmark splits per user in the same way.
 A user with too few ratings for the rounded share to reach one has no test
 rating.
 
@@ -232,8 +231,8 @@ def run(context: StageContext) -> dict[str, Any]:
     files: list[SplitFile] = []
     if existing:
         scale = rating_scale(fs.read_json(spark, layout.load_report))
-        # Absolute URIs: the JVM resolves a relative path against its own working
-        # directory, and the manifest should name the files wherever it is read.
+        # Absolute URIs, because the JVM resolves a relative path against its own working
+        # directory, and a manifest read from another directory must name the same files.
         train_uri, test_uri = local_or_uri(context.train), local_or_uri(context.test)
         files = [read_split_file(spark, uri, scale) for uri in (train_uri, test_uri)]
         train, test = files[0].valid, files[1].valid
@@ -274,7 +273,7 @@ def run(context: StageContext) -> dict[str, Any]:
             )
         cold = cold_start_counts(staged_train, staged_test)
         report = {
-            "method": METHOD_DESCRIPTIONS["files" if existing else params.split_method],
+            "method": METHOD_DESCRIPTIONS[parameters["split_method"]],
             "n_train": n_train,
             "n_test": n_test,
             **cold,

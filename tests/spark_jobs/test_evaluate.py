@@ -53,7 +53,7 @@ def test_ranking_metrics_are_fractions(evaluated):
         assert values["users"] > 0
 
 
-def test_split_settings_fill_method_of_older_manifests():
+def test_split_settings_fill_missing_method():
     files = {"train": "/data/u1.base", "test": "/data/u1.test"}
     hashed = {"seed": 42, "test_fraction": 0.2}
     per_user = {**hashed, "split_method": "per-user"}

@@ -25,6 +25,10 @@ def _pairs(frame):
     return {(row["userId"], row["movieId"]) for row in frame.select("userId", "movieId").collect()}
 
 
+def _counts_by_user(frame):
+    return {row["userId"]: row["count"] for row in frame.groupBy("userId").count().collect()}
+
+
 @pytest.fixture(scope="module")
 def ratings(spark):
     rows = [
@@ -61,22 +65,20 @@ def test_random_split_depends_on_seed(ratings):
 
 def test_per_user_split_holds_out_each_user(ratings):
     train, test = split.per_user_split(ratings, 0.25, SEED)
-    train_counts = {
-        row["userId"]: row["count"] for row in train.groupBy("userId").count().collect()
-    }
-    test_counts = {row["userId"]: row["count"] for row in test.groupBy("userId").count().collect()}
+    train_counts = _counts_by_user(train)
+    test_counts = _counts_by_user(test)
     assert not _pairs(train) & _pairs(test)
     for user in range(40):
         assert train_counts[user] == round(50 * 0.75)
         assert test_counts[user] == 50 - round(50 * 0.75)
 
 
-def test_per_user_split_keeps_small_users_in_training(spark):
+def test_small_users_stay_in_training(spark):
     schema = "userId int, movieId int, rating float, timestamp long"
     rows = [(user, movie, 4.0, 0) for user, count in ((1, 1), (2, 2), (3, 3)) for movie in range(count)]
     train, test = split.per_user_split(spark.createDataFrame(rows, schema), 0.2, SEED)
-    train_counts = {row["userId"]: row["count"] for row in train.groupBy("userId").count().collect()}
-    test_counts = {row["userId"]: row["count"] for row in test.groupBy("userId").count().collect()}
+    train_counts = _counts_by_user(train)
+    test_counts = _counts_by_user(test)
     # round(n * 0.8) stays in training: 1 of 1, 2 of 2 and 2 of 3.
     assert train_counts == {1: 1, 2: 2, 3: 2}
     assert test_counts == {3: 1}
@@ -175,7 +177,7 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
     assert layout.path(split.SPLIT_QUARANTINE) in caplog.text
 
 
-def test_run_records_split_files_as_absolute_uris(spark, tmp_path, monkeypatch):
+def test_split_files_recorded_as_uris(spark, tmp_path, monkeypatch):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split_files(tmp_path, "1\t1\t5\t1\n2\t1\t4\t1\n", "1\t2\t3\t1\n")
     monkeypatch.chdir(tmp_path)

@@ -143,7 +143,7 @@ def test_study_spans_one_to_max_iterations(tuned):
     assert [row["maxIter"] for row in results["iterations"]] == [1, 2, 3]
 
 
-def test_default_list_has_best_precision_then_ndcg(tuned):
+def test_default_list_is_best_measured(tuned):
     _, _, results = tuned
     k = SMALL_TUNE["top_k"]
     names = {entry["name"] for entry in results["lists"]}
@@ -164,7 +164,7 @@ def _measured(strategy, candidates, precision, ndcg):
     }
 
 
-def test_best_list_breaks_precision_tie_by_ndcg():
+def test_best_list_tie_goes_to_ndcg():
     measured = [
         _measured("rating", 0, 0.05, 0.06),
         _measured("implicit", 0, 0.20, 0.25),
