@@ -77,16 +77,13 @@ def chosen_settings(
     if fs.exists(spark, layout.manifest("tune")):
         tune = read_manifest(spark, layout, "tune")
         chosen = fs.read_json(spark, layout.tuning_results)["chosen"]
-        chosen.setdefault("model", ALS_KIND)
-        tuned = (
-            ("rating_model", "model"),
-            ("rank", "rank"),
-            ("reg_param", "regParam"),
-            ("max_iter", "maxIter"),
-        )
-        for field, key in tuned:
+        if "rating_model" not in context.explicit:
+            settings["model"] = chosen.get("model", ALS_KIND)
+        # Results from before the "als" entry kept the ALS point at the top level.
+        best_als = chosen.get("als", chosen)
+        for field, key in (("rank", "rank"), ("reg_param", "regParam"), ("max_iter", "maxIter")):
             if field not in context.explicit:
-                settings[key] = chosen[key]
+                settings[key] = best_als[key]
         sampled = chosen.get("bayes", {})
         for field, key in (("bayes_rank", "rank"), ("bayes_samples", "samples")):
             if field not in context.explicit and key in sampled:

@@ -100,19 +100,19 @@ def als_rating_model(
     baseline: Baseline,
     scale: RatingScale,
     data: SweepData,
-    chosen: dict[str, Any],
+    point: dict[str, Any],
     params: Parameters,
 ) -> RatingModel:
-    """Return the ALS rating model at the chosen grid point, fitted by the sweep's solver.
+    """Return the ALS rating model at this grid point, fitted by the sweep's solver.
 
     It costs a fraction of a Spark fit.
     """
     factors = factor_tables(
         fit.sparkSession,
         data,
-        rank=chosen["rank"],
-        reg_param=chosen["regParam"],
-        max_iter=chosen["maxIter"],
+        rank=point["rank"],
+        reg_param=point["regParam"],
+        max_iter=point["maxIter"],
         seed=params.seed,
     )
     return RatingModel(baseline, factors, scale)
@@ -333,8 +333,11 @@ def _cancel_until(spark_context: Any, stopped: Callable[[float], bool]) -> None:
         spark_context.cancelAllJobs()
 
 
-def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
-    """Return a PNG of validation RMSE against ALS iterations, one line per grid point."""
+def plot_sweep(table: list[dict[str, Any]], best: dict[str, Any]) -> bytes:
+    """Return a PNG of validation RMSE against ALS iterations, one line per grid point.
+
+    The line of ``best``, the point with the lowest RMSE, is drawn thicker.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,13 +347,13 @@ def plot_sweep(table: list[dict[str, Any]], chosen: dict[str, Any]) -> bytes:
     figure, axes = pyplot.subplots(figsize=(8, 5), dpi=100)
     try:
         for (rank, reg_param), rows in _curves(table).items():
-            is_chosen = (rank, reg_param) == (chosen["rank"], chosen["regParam"])
+            is_best = (rank, reg_param) == (best["rank"], best["regParam"])
             axes.plot(
                 [row["maxIter"] for row in rows],
                 [row["rmse"] for row in rows],
-                marker="o" if is_chosen else None,
-                linewidth=2.5 if is_chosen else 1.0,
-                label=f"rank {rank}, regParam {reg_param:g}" + (" (chosen)" if is_chosen else ""),
+                marker="o" if is_best else None,
+                linewidth=2.5 if is_best else 1.0,
+                label=f"rank {rank}, regParam {reg_param:g}" + (" (lowest RMSE)" if is_best else ""),
             )
         axes.set_title("Validation RMSE against ALS iterations")
         axes.set_xlabel("ALS iterations (maxIter)")
@@ -428,22 +431,20 @@ def run(context: StageContext) -> dict[str, Any]:
         time.monotonic() - sweep_started,
     )
     best = min(table, key=lambda row: row["rmse"])
-    chosen = {
-        "model": ALS_KIND,
+    best_als = {
         "rank": best["rank"],
         "regParam": best["regParam"],
         "maxIter": best["maxIter"],
         "validation_rmse": best["rmse"],
     }
-    rating_models = [
-        {
-            "model": ALS_KIND,
-            "validation_rmse": best["rmse"],
-            "rank": best["rank"],
-            "regParam": best["regParam"],
-            "maxIter": best["maxIter"],
-        }
-    ]
+    # "model" and "validation_rmse" describe the chosen rating model. "als" and "bayes"
+    # contain each kind's settings, so train can fit either one when an option requests it.
+    chosen: dict[str, Any] = {
+        "model": ALS_KIND,
+        "validation_rmse": best["rmse"],
+        "als": best_als,
+    }
+    rating_models = [{"model": ALS_KIND, **best_als}]
     if bayes_result is None:
         rating_models.append(
             {
@@ -452,19 +453,19 @@ def run(context: StageContext) -> dict[str, Any]:
                 f"{bayes.MAX_RATINGS}",
             }
         )
-        rating_model = als_rating_model(fit, baseline, scale, data, chosen, params)
+        rating_model = als_rating_model(fit, baseline, scale, data, best_als, params)
     else:
         bayes_data, posterior, bayes_rmse = bayes_result
         rating_models.append(
             {"model": BAYES_KIND, "validation_rmse": bayes_rmse, **settings.to_dict()}
         )
-        chosen["bayes"] = settings.to_dict()
+        chosen["bayes"] = {**settings.to_dict(), "validation_rmse": bayes_rmse}
         if bayes_rmse < best["rmse"]:
             chosen["model"] = BAYES_KIND
             chosen["validation_rmse"] = bayes_rmse
             rating_model = bayes.rating_model(spark, bayes_data, posterior, scale, settings)
         else:
-            rating_model = als_rating_model(fit, baseline, scale, data, chosen, params)
+            rating_model = als_rating_model(fit, baseline, scale, data, best_als, params)
     grid = [row for row in table if row["maxIter"] == params.study_max_iter]
     study = _curves(table)[(best["rank"], best["regParam"])]
     ranker, rankers, ranking_model = choose_ranker(train, fit, n_fit, params)
@@ -496,7 +497,7 @@ def run(context: StageContext) -> dict[str, Any]:
     ) as commit:
         fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
         fs.write_text(spark, commit.staging_path(TUNING_CSV), results_csv(table))
-        fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_sweep(table, chosen))
+        fs.write_bytes(spark, commit.staging_path(paths.TUNING_PLOT), plot_sweep(table, best_als))
         commit.counts.update(
             {"n_fit": n_fit, "n_validation": n_validation, "grid_points": len(points)}
         )
@@ -512,8 +513,6 @@ def run(context: StageContext) -> dict[str, Any]:
     )
     for frame in cached:
         frame.unpersist()
-    # The chosen rating model's own settings: results.json keeps the best ALS point
-    # beside them, so a Bayesian choice would otherwise show the ALS rank.
     rating_model_settings = next(
         entry for entry in rating_models if entry["model"] == chosen["model"]
     )

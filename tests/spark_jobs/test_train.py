@@ -24,7 +24,12 @@ from tests.spark_jobs.stage_inputs import write_loaded_run
 
 pytestmark = pytest.mark.spark
 
-TUNED = {"rank": 2, "regParam": 0.2, "maxIter": 4, "list": {"strategy": "rating", "candidates": 0}}
+TUNED = {
+    "model": "als",
+    "validation_rmse": 0.9,
+    "als": {"rank": 2, "regParam": 0.2, "maxIter": 4, "validation_rmse": 0.9},
+    "list": {"strategy": "rating", "candidates": 0},
+}
 
 
 def test_metrics_json_has_contract_fields(spark, tmp_path_factory):
@@ -63,6 +68,21 @@ def test_tuned_parameters_used_unless_given(spark, tmp_path):
     assert tuned["params"] == {"model": "als", "rank": 2, "regParam": 0.2, "maxIter": 4}
     assert overridden["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
     assert choice["default_list"]["strategy"] == "rating"
+
+
+def test_results_with_als_point_at_top_level_are_read(spark, tmp_path):
+    # results.json written before the "als" entry kept the ALS point beside "model".
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    older = {"rank": 3, "regParam": 0.3, "maxIter": 5, "list": TUNED["list"]}
+    _commit_fake_tune(spark, layout, older)
+    settings, _, _, _ = train.chosen_settings(context_for(spark, layout))
+    assert (settings["model"], settings["rank"], settings["regParam"], settings["maxIter"]) == (
+        "als",
+        3,
+        0.3,
+        5,
+    )
 
 
 def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):

@@ -47,7 +47,7 @@ def tuned(spark, tmp_path_factory):
 def test_tune_runs_without_test_split(spark, tuned):
     layout, _, results = tuned
     assert not fs.exists(spark, layout.split_test)
-    assert results["chosen"]["rank"] in SMALL_TUNE["rank_grid"]
+    assert results["chosen"]["als"]["rank"] in SMALL_TUNE["rank_grid"]
 
 
 def test_summary_shows_chosen_models_settings(tuned):
@@ -58,10 +58,9 @@ def test_summary_shows_chosen_models_settings(tuned):
     assert rating_model["validation_rmse"] == chosen["validation_rmse"]
     assert summary["ranker"] == chosen["ranker"]
     assert summary["list"] == chosen["list"]
+    assert rating_model["rank"] == chosen[chosen["model"]]["rank"]
     if chosen["model"] == "bayes":
         assert rating_model["rank"] == SMALL_TUNE["bayes_rank"]
-    else:
-        assert rating_model["rank"] == chosen["rank"]
 
 
 def test_grid_covers_every_point(tuned):
@@ -79,10 +78,11 @@ def test_sweep_covers_every_iteration(tuned):
 def test_chosen_point_has_lowest_rmse(tuned):
     _, _, results = tuned
     best = min(results["sweep"], key=lambda row: row["rmse"])
-    chosen = results["chosen"]
-    assert chosen["rank"] == best["rank"]
-    assert chosen["regParam"] == best["regParam"]
-    assert chosen["maxIter"] == best["maxIter"]
+    best_als = results["chosen"]["als"]
+    assert best_als["rank"] == best["rank"]
+    assert best_als["regParam"] == best["regParam"]
+    assert best_als["maxIter"] == best["maxIter"]
+    assert best_als["validation_rmse"] == best["rmse"]
 
 
 def test_chosen_rating_model_has_lowest_rmse(tuned):
@@ -90,8 +90,10 @@ def test_chosen_rating_model_has_lowest_rmse(tuned):
     scored = {entry["model"]: entry["validation_rmse"] for entry in results["rating_models"]}
     assert set(scored) == {"als", "bayes"}
     assert scored["als"] == min(row["rmse"] for row in results["sweep"])
-    assert results["chosen"]["model"] == min(scored, key=scored.get)
-    assert results["chosen"]["validation_rmse"] == min(scored.values())
+    chosen = results["chosen"]
+    assert chosen["model"] == min(scored, key=scored.get)
+    assert chosen["validation_rmse"] == min(scored.values())
+    assert {kind: chosen[kind]["validation_rmse"] for kind in scored} == scored
 
 
 def test_chosen_ranker_has_best_mean_precision(tuned):
@@ -133,9 +135,9 @@ def test_blend_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
 
 def test_study_is_chosen_points_curve(tuned):
     _, _, results = tuned
-    chosen = results["chosen"]
+    best_als = results["chosen"]["als"]
     points = {(row["rank"], row["regParam"]) for row in results["iterations"]}
-    assert points == {(chosen["rank"], chosen["regParam"])}
+    assert points == {(best_als["rank"], best_als["regParam"])}
 
 
 def test_study_spans_one_to_max_iterations(tuned):
