@@ -85,6 +85,18 @@ def default_checkpoint_dir(master: str) -> str:
     return "file://" + tempfile.mkdtemp(prefix="spark_jobs_checkpoints_")
 
 
+def skip_local_checksum_files(spark: SparkSession) -> None:
+    """Stop Hadoop writing a ``.NAME.crc`` file beside each file written to local disk.
+
+    It changes the JVM's cached local file system, which in local mode the tasks
+    share with the driver. Reads still work, because Hadoop verifies a checksum only
+    where its file exists.
+    """
+    jvm = spark.sparkContext._jvm
+    configuration = spark.sparkContext._jsc.hadoopConfiguration()
+    jvm.org.apache.hadoop.fs.FileSystem.getLocal(configuration).setWriteChecksum(False)
+
+
 def build_session(
     app_name: str = "spark_jobs",
     *,
@@ -132,6 +144,8 @@ def build_session(
     context.setLogLevel("WARN")
     if context.getCheckpointDir() is None:
         context.setCheckpointDir(checkpoint_dir or default_checkpoint_dir(context.master))
+    if context.master.startswith("local"):
+        skip_local_checksum_files(spark)
     logger.info(
         "Spark %s session: master %s, driver memory %s, shuffle partitions %s, "
         "driver Java options %s",
