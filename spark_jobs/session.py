@@ -85,16 +85,38 @@ def default_checkpoint_dir(master: str) -> str:
     return "file://" + tempfile.mkdtemp(prefix="spark_jobs_checkpoints_")
 
 
+def runs_in_one_jvm(master: str) -> bool:
+    """Return whether tasks run in the driver's JVM: ``local`` and ``local[N]``, not ``local-cluster``."""
+    return master == "local" or master.startswith("local[")
+
+
 def skip_local_checksum_files(spark: SparkSession) -> None:
     """Stop Hadoop writing a ``.NAME.crc`` file beside each file written to local disk.
 
-    It changes the JVM's cached local file system, which in local mode the tasks
-    share with the driver. Reads still work, because Hadoop verifies a checksum only
-    where its file exists.
+    It changes the JVM's cached ``file://`` file system, so it reaches the tasks only
+    when they run in the driver's JVM. Reads still work: Hadoop 3.3's
+    ChecksumFileSystem skips verification when a file has no ``.crc``, and with
+    checksums off it deletes the ``.crc`` of a file it overwrites.
+    NOTE: a new instance of the file system (after ``FileSystem.closeAll()``, or with
+    ``fs.file.impl.disable.cache``) writes ``.crc`` files again.
     """
     jvm = spark.sparkContext._jvm
     configuration = spark.sparkContext._jsc.hadoopConfiguration()
-    jvm.org.apache.hadoop.fs.FileSystem.getLocal(configuration).setWriteChecksum(False)
+    local = jvm.org.apache.hadoop.fs.Path("file:///").getFileSystem(configuration)
+    local.setWriteChecksum(False)
+
+
+def prepare_for_stages(spark: SparkSession, checkpoint_dir: str | None = None) -> None:
+    """Set what the stages need on a session, however it was started.
+
+    That is a checkpoint directory, unless one is set, and on a single-JVM local
+    master no ``.crc`` files. The course notebook calls it on its own session.
+    """
+    context = spark.sparkContext
+    if context.getCheckpointDir() is None:
+        context.setCheckpointDir(checkpoint_dir or default_checkpoint_dir(context.master))
+    if runs_in_one_jvm(context.master):
+        skip_local_checksum_files(spark)
 
 
 def build_session(
@@ -108,8 +130,8 @@ def build_session(
 ) -> SparkSession:
     """Return the Spark session for a stage, creating it if needed.
 
-    Under spark-submit the submitted configuration wins and only the
-    checkpoint directory is added. Run directly, the session is local
+    Under spark-submit the submitted configuration wins, and only what
+    ``prepare_for_stages`` sets is added. Run directly, the session is local
     (``local[*]`` unless ``master`` names another), bound to loopback, with
     driver memory from what the machine has available, and with the quick-start
     JIT settings when ``input_bytes`` is known and small.
@@ -142,10 +164,7 @@ def build_session(
     spark = builder.getOrCreate()
     context = spark.sparkContext
     context.setLogLevel("WARN")
-    if context.getCheckpointDir() is None:
-        context.setCheckpointDir(checkpoint_dir or default_checkpoint_dir(context.master))
-    if context.master.startswith("local"):
-        skip_local_checksum_files(spark)
+    prepare_for_stages(spark, checkpoint_dir)
     logger.info(
         "Spark %s session: master %s, driver memory %s, shuffle partitions %s, "
         "driver Java options %s",

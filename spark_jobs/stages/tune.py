@@ -103,7 +103,7 @@ def als_rating_model(
     point: dict[str, Any],
     params: Parameters,
 ) -> RatingModel:
-    """Return the ALS rating model at this grid point, fitted by the sweep's solver.
+    """Return the ALS rating model at grid point ``point``, fitted by the sweep's solver.
 
     It costs a fraction of a Spark fit.
     """
@@ -438,7 +438,8 @@ def run(context: StageContext) -> dict[str, Any]:
         "validation_rmse": best["rmse"],
     }
     # "model" and "validation_rmse" describe the chosen rating model. "als" and "bayes"
-    # contain each kind's settings, so train can fit either one when an option requests it.
+    # contain each kind's settings, so train can fit either one when an option requests
+    # it. "bayes" is missing when the sampler was skipped.
     chosen: dict[str, Any] = {
         "model": ALS_KIND,
         "validation_rmse": best["rmse"],

@@ -138,6 +138,11 @@ def test_notebook_run_writes_run_directory_contract(executed):
         assert (run_directory / relative).exists(), relative
 
 
+def test_notebook_run_writes_no_checksum_files(executed):
+    _, run_directory, _ = executed
+    assert [path.name for path in run_directory.rglob("*.crc")] == []
+
+
 def test_notebook_run_commits_every_stage(executed):
     _, run_directory, _ = executed
     layout = run_layout.RunLayout(str(run_directory))

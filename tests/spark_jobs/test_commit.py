@@ -278,7 +278,7 @@ def test_timings_without_stage_timer(spark, tmp_path, monkeypatch):
     assert finished.manifest.timings["commit_seconds"] == 2.0
 
 
-def test_local_stage_writes_leave_no_checksum_files(spark, tmp_path):
+def test_local_writes_skip_checksum_files(spark, tmp_path):
     commit_load(spark, tmp_path / "run", [(1, 2, 4.0, 0)])
     written = [path.name for path in (tmp_path / "run").rglob("*") if path.is_file()]
     assert any(name.endswith(".parquet") for name in written)

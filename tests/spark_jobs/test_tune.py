@@ -94,6 +94,8 @@ def test_chosen_rating_model_has_lowest_rmse(tuned):
     assert chosen["model"] == min(scored, key=scored.get)
     assert chosen["validation_rmse"] == min(scored.values())
     assert {kind: chosen[kind]["validation_rmse"] for kind in scored} == scored
+    # Each kind's settings sit under its own key, never beside the chosen "model".
+    assert "rank" not in chosen
 
 
 def test_chosen_ranker_has_best_mean_precision(tuned):
@@ -123,6 +125,8 @@ def test_sampler_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
     skipped = next(entry for entry in results["rating_models"] if entry["model"] == "bayes")
     assert "limit of 10" in skipped["skipped"]
     assert results["chosen"]["model"] == "als"
+    assert "als" in results["chosen"]
+    assert "bayes" not in results["chosen"]
 
 
 def test_blend_is_skipped_above_its_limit(spark, tmp_path, monkeypatch):
