@@ -36,6 +36,7 @@ from spark_jobs.model import fit_implicit
 from spark_jobs.model import fit_rating_model
 from spark_jobs.model import rmse_and_mae
 from spark_jobs.stages.split import rating_scale
+from spark_jobs.steps import option_name
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import ListSpec
 
@@ -51,6 +52,12 @@ MODEL_CHOICE = "model/choice.json"
 # for the best validation precision and had the best NDCG. The list by predicted rating
 # alone was far behind (precision@20 0.051 against 0.157 on ml-latest-small).
 DEFAULT_LIST_STRATEGY = IMPLICIT_ORDER
+
+# The options that set each rating model's parameters.
+MODEL_OPTIONS = {
+    ALS_KIND: ("rank", "reg_param", "max_iter"),
+    BAYES_KIND: ("bayes_rank", "bayes_samples"),
+}
 
 
 def chosen_settings(
@@ -88,12 +95,35 @@ def chosen_settings(
         for field, key in (("bayes_rank", "rank"), ("bayes_samples", "samples")):
             if field not in context.explicit and key in sampled:
                 settings[field] = sampled[key]
-        als_options = {"rank", "reg_param", "max_iter"} & set(context.explicit)
-        if als_options and "rating_model" not in context.explicit:
+        als_options = given_options(context, ALS_KIND)
+        if als_options and "rating_model" not in context.explicit and settings["model"] != ALS_KIND:
+            logger.warning(
+                "train: %s given, so train fits the ALS rating model instead of tune's "
+                "choice, %s. Add --rating-model %s to keep tune's choice.",
+                ", ".join(als_options),
+                settings["model"],
+                settings["model"],
+            )
             settings["model"] = ALS_KIND
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
         ranker = chosen.get("ranker", ranker)
+    for kind in MODEL_OPTIONS:
+        unused = given_options(context, kind)
+        if kind != settings["model"] and unused:
+            logger.warning(
+                "train: %s not used: the option sets the %s rating model, and train fits %s. "
+                "Add --rating-model %s to fit it.",
+                ", ".join(unused),
+                kind,
+                settings["model"],
+                kind,
+            )
     return settings, ranker, list_spec.to_dict(), tune
+
+
+def given_options(context: StageContext, kind: str) -> list[str]:
+    """Return the command-line options given for rating model ``kind``, as typed."""
+    return [option_name(name) for name in MODEL_OPTIONS[kind] if name in context.explicit]
 
 
 def _sample_bayes(train: DataFrame, scale: RatingScale, chain: bayes.ChainSettings) -> RatingModel:
@@ -170,6 +200,11 @@ def run(context: StageContext) -> dict[str, Any]:
         "rating_model": {"kind": MODEL_DESCRIPTIONS[settings["model"]], **settings},
         "params": settings,
         "params_source": "tune" if tune is not None else "command line and defaults",
+        "params_given": sorted(
+            option_name(name)
+            for name in ("rating_model", *MODEL_OPTIONS[ALS_KIND], *MODEL_OPTIONS[BAYES_KIND])
+            if name in context.explicit
+        ),
         "ranking_model": {
             "kind": ranking_kind,
             "ease_weight": ranker["weight"],

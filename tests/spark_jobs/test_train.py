@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -65,24 +66,36 @@ def test_tuned_parameters_used_unless_given(spark, tmp_path):
     tuned = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
     overridden = train.run(context_for(spark, layout, explicit={"rank": 5, "implicit_max_iter": 2}))
     choice = fs.read_json(spark, layout.path(train.MODEL_CHOICE))
+    metrics = fs.read_json(spark, layout.metrics)
     assert tuned["params"] == {"model": "als", "rank": 2, "regParam": 0.2, "maxIter": 4}
     assert overridden["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
+    assert metrics["params_given"] == ["--rank"]
     assert choice["default_list"]["strategy"] == "rating"
 
 
-def test_results_with_als_point_at_top_level_are_read(spark, tmp_path):
-    # results.json written before the "als" entry kept the ALS point beside "model".
+def test_chosen_settings_reads_old_results(spark, tmp_path):
+    # Results written before the "als" entry kept the best ALS point beside "model".
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
-    older = {"rank": 3, "regParam": 0.3, "maxIter": 5, "list": TUNED["list"]}
+    older = {
+        "model": "bayes",
+        "rank": 3,
+        "regParam": 0.3,
+        "maxIter": 5,
+        "validation_rmse": 0.9,
+        "bayes": {"rank": 4, "samples": 7, "burn_in": 1},
+        "list": TUNED["list"],
+    }
     _commit_fake_tune(spark, layout, older)
-    settings, _, _, _ = train.chosen_settings(context_for(spark, layout))
-    assert (settings["model"], settings["rank"], settings["regParam"], settings["maxIter"]) == (
-        "als",
-        3,
-        0.3,
-        5,
-    )
+    tuned, _, _, _ = train.chosen_settings(context_for(spark, layout))
+    assert tuned["model"] == "bayes"
+    assert tuned["bayes_rank"] == 4
+    assert tuned["bayes_samples"] == 7
+    overridden, _, _, _ = train.chosen_settings(context_for(spark, layout, explicit={"rank": 6}))
+    assert overridden["model"] == "als"
+    assert overridden["rank"] == 6
+    assert overridden["regParam"] == 0.3
+    assert overridden["maxIter"] == 5
 
 
 def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
@@ -132,6 +145,32 @@ def test_als_option_asks_for_als_over_tuned_bayes(spark, tmp_path):
     _commit_bayes_tune(spark, layout)
     summary = train.run(context_for(spark, layout, explicit={"rank": 5, "implicit_max_iter": 2}))
     assert summary["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
+
+
+def test_als_option_over_bayes_is_logged(spark, tmp_path, caplog):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_bayes_tune(spark, layout)
+    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
+        settings, _, _, _ = train.chosen_settings(
+            context_for(spark, layout, explicit={"max_iter": 3})
+        )
+    assert settings["model"] == "als"
+    assert "--max-iter given" in caplog.text
+    assert "instead of tune's choice, bayes" in caplog.text
+
+
+def test_unused_bayes_option_is_logged(spark, tmp_path, caplog):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_fake_tune(spark, layout)
+    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
+        settings, _, _, _ = train.chosen_settings(
+            context_for(spark, layout, explicit={"bayes_rank": 3})
+        )
+    assert settings["model"] == "als"
+    assert "--bayes-rank not used" in caplog.text
+    assert "--rating-model bayes" in caplog.text
 
 
 def test_rating_model_option_wins_over_tune(spark, tmp_path):
