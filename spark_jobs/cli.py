@@ -182,11 +182,12 @@ def explicit_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _normalise(uri: str) -> str:
-    if "://" in uri:
-        return uri.rstrip("/") + "/"
+    """Return ``uri`` as a comparable prefix: a local path resolved through symlinks, else the URI."""
     if uri.startswith("file:"):
-        uri = uri[len("file:"):]
-    return os.path.abspath(uri).rstrip("/") + "/"
+        uri = uri[len("file:") :]
+    elif "://" in uri:
+        return uri.rstrip("/") + "/"
+    return os.path.realpath(uri).rstrip("/") + "/"
 
 
 def check_output_location(output: str, inputs: dict[str, str | None]) -> None:

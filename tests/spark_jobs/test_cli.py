@@ -81,6 +81,21 @@ def test_cli_rejects_output_inside_source(session_calls, capsys, tmp_path):
     assert "inside the input --source" in message
 
 
+@pytest.mark.parametrize("form", ["file_uri", "symlink"])
+def test_cli_rejects_output_inside_source_alias(session_calls, capsys, tmp_path, form):
+    source = tmp_path / "ml-latest-small"
+    source.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(source)
+    given = f"file://{source}" if form == "file_uri" else str(link)
+
+    code = cli.main(["load", "--source", given, "--output", str(source / "run")])
+
+    assert code == 2
+    assert session_calls == []
+    assert "inside the input --source" in capsys.readouterr().err
+
+
 def test_cli_rejects_output_equal_to_s3_source(session_calls, capsys):
     code = cli.main(["pipeline", "--source", "s3://bucket/ml/", "--output", "s3://bucket/ml"])
     assert code == 2
