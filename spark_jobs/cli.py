@@ -21,6 +21,7 @@ from spark_jobs.errors import ParameterError
 from spark_jobs.errors import PipelineError
 from spark_jobs.layout import RunLayout
 from spark_jobs.params import NAMED_CHOICES
+from spark_jobs.params import RANGES
 from spark_jobs.params import Parameters
 from spark_jobs.steps import STAGE_PARAMETERS
 from spark_jobs.steps import STAGES
@@ -33,11 +34,21 @@ logger = logging.getLogger(__name__)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(item) for item in text.split(",") if item.strip())
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid list {text!r}; expected integers separated by commas, for example 8,16,32"
+        ) from None
 
 
 def _float_list(text: str) -> tuple[float, ...]:
-    return tuple(float(item) for item in text.split(",") if item.strip())
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid list {text!r}; expected numbers separated by commas, for example 0.05,0.1"
+        ) from None
 
 
 # Type and help text of each Parameters field, as a command-line option.
@@ -47,34 +58,34 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "random seed for the hash or per-user split, tune's validation carves and model "
         "initialisation; split with --train/--test does not use it",
     ),
-    "test_fraction": (float, "share of ratings held out for testing, in (0, 1)"),
+    "test_fraction": (float, "share of ratings held out for testing"),
     "split_method": (
         str,
         "how split holds out test ratings: hash (each rating by a hash of userId, movieId "
         "and seed) or per-user (that share of each user's ratings)",
     ),
-    "validation_fraction": (float, "share of training ratings held out by tune, in (0, 1)"),
-    "rank": (int, "number of latent factors, at least 1"),
-    "reg_param": (float, "ALS regularisation (regParam), at least 0"),
-    "max_iter": (int, "ALS iterations, at least 1"),
-    "top_k": (int, "movies recommended per user, at least 1"),
-    "study_max_iter": (int, "iterations per grid point in tune, scored after each one; at least 1"),
+    "validation_fraction": (float, "share of training ratings held out by tune"),
+    "rank": (int, "latent factors of the ALS rating model"),
+    "reg_param": (float, "regParam of the ALS rating model"),
+    "max_iter": (int, "iterations of the ALS rating model"),
+    "top_k": (int, "movies recommended per user"),
+    "study_max_iter": (int, "iterations per grid point in tune, scored after each one"),
     "rank_grid": (_int_list, "comma-separated ranks searched by tune"),
     "reg_grid": (_float_list, "comma-separated regParam values searched by tune"),
     "max_quarantine_fraction": (
         float,
-        "stop the load when more than this share of rows is quarantined, in [0, 1]",
+        "stop the load when more than this share of rows is quarantined",
     ),
-    "implicit_rank": (int, "latent factors of the implicit-feedback ranking model, at least 1"),
-    "implicit_reg_param": (float, "regParam of the implicit-feedback ranking model, at least 0"),
-    "implicit_max_iter": (int, "iterations of the implicit-feedback ranking model, at least 1"),
-    "implicit_alpha": (float, "confidence weight per rating point of the ranking model, >= 0"),
+    "implicit_rank": (int, "latent factors of the implicit-feedback ranking model"),
+    "implicit_reg_param": (float, "regParam of the implicit-feedback ranking model"),
+    "implicit_max_iter": (int, "iterations of the implicit-feedback ranking model"),
+    "implicit_alpha": (float, "confidence weight per rating point of the ranking model"),
     "rating_model": (
         str,
         "rating model train fits: als (biases plus ALS on the residuals) or bayes "
         "(Bayesian factorisation by Gibbs sampling)",
     ),
-    "bayes_rank": (int, "latent factors of the Bayesian rating model, at least 1"),
+    "bayes_rank": (int, "latent factors of the Bayesian rating model"),
     "bayes_samples": (int, "Gibbs samples of the Bayesian rating model; the first fifth are burn-in"),
     "ordering": (
         str,
@@ -109,6 +120,16 @@ def _default_text(name: str) -> str:
     return f"default: {value}"
 
 
+def _option_notes(name: str) -> str:
+    """Return the allowed range, when the option has one, and the default, for the help."""
+    notes = [_default_text(name)]
+    allowed = RANGES.get(name)
+    if allowed is not None:
+        is_list = isinstance(getattr(Parameters(), name), tuple)
+        notes.insert(0, f"{'each ' if is_list else ''}allowed {allowed.text()}")
+    return "; ".join(notes)
+
+
 def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
         value_type, help_text = PARAMETER_OPTIONS[name]
@@ -120,7 +141,7 @@ def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]
             dest=name,
             type=value_type,
             metavar="{" + ",".join(choices) + "}" if choices else None,
-            help=f"{help_text} ({_default_text(name)})",
+            help=f"{help_text} ({_option_notes(name)})",
         )
 
 

@@ -6,6 +6,7 @@ the infrastructure can import the defaults.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import replace
@@ -60,25 +61,66 @@ NAMED_CHOICES = {
 }
 
 
-def check_range(
-    option: str,
-    value: float,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    min_inclusive: bool = True,
-    max_inclusive: bool = True,
-) -> None:
-    """Raise ParameterError unless ``minimum <= value <= maximum`` (bounds as given)."""
-    too_low = minimum is not None and (value < minimum if min_inclusive else value <= minimum)
-    too_high = maximum is not None and (value > maximum if max_inclusive else value >= maximum)
-    if too_low or too_high:
-        low = "-inf" if minimum is None else f"{minimum:g}"
-        high = "inf" if maximum is None else f"{maximum:g}"
-        left = "[" if min_inclusive and minimum is not None else "("
-        right = "]" if max_inclusive and maximum is not None else ")"
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric parameter. A bound of None means no bound."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    min_inclusive: bool = True
+    max_inclusive: bool = True
+
+    def contains(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.minimum is not None:
+            if value < self.minimum or (value == self.minimum and not self.min_inclusive):
+                return False
+        if self.maximum is not None:
+            if value > self.maximum or (value == self.maximum and not self.max_inclusive):
+                return False
+        return True
+
+    def text(self) -> str:
+        """Return the range in interval notation, for example ``[1, 1000]`` or ``(0, 1)``."""
+        low = "-inf" if self.minimum is None else f"{self.minimum:g}"
+        high = "inf" if self.maximum is None else f"{self.maximum:g}"
+        left = "[" if self.min_inclusive and self.minimum is not None else "("
+        right = "]" if self.max_inclusive and self.maximum is not None else ")"
+        return f"{left}{low}, {high}{right}"
+
+
+FRACTION = Range(0, 1, min_inclusive=False, max_inclusive=False)
+COUNT = Range(1, 1000)
+NON_NEGATIVE = Range(0)
+
+# The allowed range of each numeric parameter, for validate() and the help. A grid's
+# range applies to each of its values.
+RANGES = {
+    "test_fraction": FRACTION,
+    "validation_fraction": FRACTION,
+    "rank": COUNT,
+    "reg_param": NON_NEGATIVE,
+    "max_iter": COUNT,
+    "top_k": COUNT,
+    "study_max_iter": COUNT,
+    "max_quarantine_fraction": Range(0, 1),
+    "rank_grid": COUNT,
+    "reg_grid": NON_NEGATIVE,
+    "implicit_rank": COUNT,
+    "implicit_reg_param": NON_NEGATIVE,
+    "implicit_max_iter": COUNT,
+    "implicit_alpha": NON_NEGATIVE,
+    "bayes_rank": COUNT,
+    "bayes_samples": Range(2, 100000),
+}
+
+
+def check_range(option: str, value: float, allowed: Range) -> None:
+    """Raise ParameterError naming ``option`` unless ``value`` is in ``allowed``."""
+    if not allowed.contains(value):
         raise ParameterError(
-            f"invalid value for {option}: {value!r}; allowed range is {left}{low}, {high}{right}"
+            f"invalid value for {option}: {value!r}; allowed range is {allowed.text()}"
         )
 
 
@@ -109,27 +151,10 @@ class Parameters:
 
     def validate(self) -> Parameters:
         """Return self, or raise ParameterError naming the first invalid option."""
-        check_range("--test-fraction", self.test_fraction, minimum=0, maximum=1,
-                    min_inclusive=False, max_inclusive=False)
-        check_range("--validation-fraction", self.validation_fraction, minimum=0, maximum=1,
-                    min_inclusive=False, max_inclusive=False)
-        check_range("--rank", self.rank, minimum=1, maximum=1000)
-        check_range("--reg-param", self.reg_param, minimum=0)
-        check_range("--max-iter", self.max_iter, minimum=1, maximum=1000)
-        check_range("--top-k", self.top_k, minimum=1, maximum=1000)
-        check_range("--study-max-iter", self.study_max_iter, minimum=1, maximum=1000)
-        check_range("--max-quarantine-fraction", self.max_quarantine_fraction,
-                    minimum=0, maximum=1)
-        for rank in self.rank_grid:
-            check_range("--rank-grid", rank, minimum=1, maximum=1000)
-        for reg_param in self.reg_grid:
-            check_range("--reg-grid", reg_param, minimum=0)
-        check_range("--implicit-rank", self.implicit_rank, minimum=1, maximum=1000)
-        check_range("--implicit-reg-param", self.implicit_reg_param, minimum=0)
-        check_range("--implicit-max-iter", self.implicit_max_iter, minimum=1, maximum=1000)
-        check_range("--implicit-alpha", self.implicit_alpha, minimum=0)
-        check_range("--bayes-rank", self.bayes_rank, minimum=1, maximum=1000)
-        check_range("--bayes-samples", self.bayes_samples, minimum=2, maximum=100000)
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                check_range("--" + name.replace("_", "-"), item, allowed)
         for name, allowed in NAMED_CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:

@@ -6,6 +6,9 @@ import pytest
 
 import spark_jobs.session
 from spark_jobs import cli
+from spark_jobs.params import RANGES
+from spark_jobs.steps import STAGE_PARAMETERS
+from spark_jobs.steps import option_name
 
 
 class SessionStarted(Exception):
@@ -87,9 +90,9 @@ def test_cli_rejects_output_inside_source_alias(session_calls, capsys, tmp_path,
     source.mkdir()
     link = tmp_path / "link"
     link.symlink_to(source)
-    given = f"file://{source}" if form == "file_uri" else str(link)
+    source_option = f"file://{source}" if form == "file_uri" else str(link)
 
-    code = cli.main(["load", "--source", given, "--output", str(source / "run")])
+    code = cli.main(["load", "--source", source_option, "--output", str(source / "run")])
 
     assert code == 2
     assert session_calls == []
@@ -144,9 +147,32 @@ def test_help_shows_defaults(capsys):
         cli.main(["tune", "--help"])
     assert raised.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--rank-grid RANK_GRID comma-separated ranks searched by tune (default: 8,16,32)" in text
-    assert "(default: 0.05,0.1,0.2)" in text
+    assert (
+        "--rank-grid RANK_GRID comma-separated ranks searched by tune "
+        "(each allowed [1, 1000]; default: 8,16,32)"
+    ) in text
+    assert "(each allowed [0, inf); default: 0.05,0.1,0.2)" in text
     assert "(default: 42)" in text
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_help_shows_every_range(capsys, name):
+    stage = next(stage for stage, names in STAGE_PARAMETERS.items() if name in names)
+    with pytest.raises(SystemExit):
+        cli.main([stage, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    option = option_name(name)
+    # The option's own entry runs from "--name NAME" to the next option.
+    entry = text.split(f" {option} {name.upper()} ", 1)[1].split(" --", 1)[0]
+    assert f"allowed {RANGES[name].text()}" in entry
+
+
+def test_bad_grid_names_the_format(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--output", str(tmp_path), "--rank-grid", "8,x"])
+    message = capsys.readouterr().err
+    assert "invalid list '8,x'" in message
+    assert "integers separated by commas" in message
 
 
 def test_help_names_tuned_defaults(capsys):

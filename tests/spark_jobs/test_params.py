@@ -7,6 +7,7 @@ import pytest
 from spark_jobs import params
 from spark_jobs.errors import ParameterError
 from spark_jobs.params import Parameters
+from spark_jobs.params import Range
 from spark_jobs.params import check_range
 
 
@@ -43,6 +44,10 @@ def test_defaults_match_module_constants():
         ({"reg_grid": ()}, "--reg-grid"),
         ({"split_method": "per_user"}, "--split-method"),
         ({"rating_model": "svd"}, "--rating-model"),
+        ({"reg_param": float("nan")}, "--reg-param"),
+        ({"implicit_alpha": float("nan")}, "--implicit-alpha"),
+        ({"bayes_samples": 1}, "--bayes-samples"),
+        ({"implicit_max_iter": 1001}, "--implicit-max-iter"),
     ],
 )
 def test_validate_rejects_option(changes, option):
@@ -72,13 +77,13 @@ def test_validate_accepts_boundary(changes):
 
 def test_check_range_message_shows_open_and_closed_bounds():
     with pytest.raises(ParameterError) as raised:
-        check_range("--x", 1.0, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
+        check_range("--x", 1.0, Range(0, 1, min_inclusive=False, max_inclusive=False))
     assert str(raised.value) == "invalid value for --x: 1.0; allowed range is (0, 1)"
 
 
 def test_check_range_message_without_maximum():
     with pytest.raises(ParameterError) as raised:
-        check_range("--y", -2, minimum=0)
+        check_range("--y", -2, Range(0))
     assert str(raised.value) == "invalid value for --y: -2; allowed range is [0, inf)"
 
 
