@@ -74,7 +74,8 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "reg_grid": (_float_list, "comma-separated regParam values searched by tune"),
     "max_quarantine_fraction": (
         float,
-        "stop the load when more than this share of rows is quarantined",
+        "stop load, or split with --train/--test, when more than this share of a "
+        "file's rows is rejected",
     ),
     "implicit_rank": (int, "latent factors of the implicit-feedback ranking model"),
     "implicit_reg_param": (float, "regParam of the implicit-feedback ranking model"),

@@ -29,7 +29,7 @@ STAGES: tuple[str, ...] = (
 STAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
     "load": ("max_quarantine_fraction",),
     "explore": (),
-    "split": ("seed", "test_fraction", "split_method"),
+    "split": ("seed", "test_fraction", "max_quarantine_fraction", "split_method"),
     "tune": (
         "seed",
         "validation_fraction",

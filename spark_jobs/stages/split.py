@@ -13,6 +13,8 @@ rating.
 
 ``--train`` and ``--test`` use an existing split instead (ml-100k
 ships u1..u5), read and validated line by line as the load stage reads ratings.
+As in load, a file with more than ``--max-quarantine-fraction`` of its lines
+rejected stops the stage, and nothing is committed.
 """
 
 from __future__ import annotations
@@ -201,13 +203,25 @@ def _no_valid_rating(split_file: SplitFile) -> str:
     )
 
 
-def _reject_files(commit: StageCommit, layout: RunLayout, empty: list[SplitFile]) -> NoReturn:
-    """Publish the staged quarantine, remove stale splits and raise for files with no valid rating."""
-    commit.publish_rejected((SPLIT_QUARANTINE,))
-    messages = "\n".join(_no_valid_rating(split_file) for split_file in empty)
-    raise InputDataError(
-        f"{messages}\nThe rejected lines are in {layout.path(SPLIT_QUARANTINE)}."
+def _too_many_rejected(split_file: SplitFile, max_fraction: float) -> str:
+    return (
+        f"split file {split_file.uri} has too many invalid lines, over the limit of "
+        f"--max-quarantine-fraction {max_fraction:g}, so nothing was committed. Fix the file "
+        f"or raise the limit.\n{split_file.details}"
     )
+
+
+def rejected_share(split_file: SplitFile) -> float:
+    """Return the share of the file's lines that were rejected (0 for a file with none)."""
+    read = split_file.accounting["rows_read"]
+    return (read - split_file.accounting["rows_accepted"]) / read if read else 0.0
+
+
+def _reject_files(commit: StageCommit, layout: RunLayout, messages: list[str]) -> NoReturn:
+    """Publish the staged quarantine, remove stale splits and raise with ``messages``."""
+    commit.publish_rejected((SPLIT_QUARANTINE,))
+    joined = "\n".join(messages)
+    raise InputDataError(f"{joined}\nThe rejected lines are in {layout.path(SPLIT_QUARANTINE)}.")
 
 
 def rating_scale(report: dict[str, Any]) -> formats.RatingScale:
@@ -241,6 +255,7 @@ def run(context: StageContext) -> dict[str, Any]:
             "split_method": "files",
             "train": train_uri,
             "test": test_uri,
+            "max_quarantine_fraction": params.max_quarantine_fraction,
         }
     else:
         ratings = spark.read.parquet(layout.ratings)
@@ -257,9 +272,17 @@ def run(context: StageContext) -> dict[str, Any]:
             files[0].rejected.unionByName(files[1].rejected).write.parquet(
                 commit.staging_path(SPLIT_QUARANTINE)
             )
-            empty = [split_file for split_file in files if split_file.accounting["rows_accepted"] == 0]
-            if empty:
-                _reject_files(commit, layout, empty)
+            max_fraction = params.max_quarantine_fraction
+            messages = [
+                _no_valid_rating(split_file)
+                if split_file.accounting["rows_accepted"] == 0
+                else _too_many_rejected(split_file, max_fraction)
+                for split_file in files
+                if split_file.accounting["rows_accepted"] == 0
+                or rejected_share(split_file) > max_fraction
+            ]
+            if messages:
+                _reject_files(commit, layout, messages)
         train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
         test.write.parquet(commit.staging_path(paths.SPLIT_TEST))
         staged_train = spark.read.parquet(commit.staging_path(paths.SPLIT_TRAIN))

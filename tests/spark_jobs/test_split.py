@@ -75,7 +75,9 @@ def test_per_user_split_holds_out_each_user(ratings):
 
 def test_small_users_stay_in_training(spark):
     schema = "userId int, movieId int, rating float, timestamp long"
-    rows = [(user, movie, 4.0, 0) for user, count in ((1, 1), (2, 2), (3, 3)) for movie in range(count)]
+    rows = [
+        (user, movie, 4.0, 0) for user, count in ((1, 1), (2, 2), (3, 3)) for movie in range(count)
+    ]
     train, test = split.per_user_split(spark.createDataFrame(rows, schema), 0.2, SEED)
     train_counts = _counts_by_user(train)
     test_counts = _counts_by_user(test)
@@ -152,9 +154,13 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
         # One valid row, one rating off the 1-5 scale, one duplicate and one bad id.
         "2\t2\t2\t881250949\n2\t3\t9\t881250949\n2\t2\t1\t1\nx\t1\t4\t1\n",
     )
+    # Three of the test file's four lines are bad, so the limit is raised to accept them.
+    explicit = {"max_quarantine_fraction": 0.75}
     with caplog.at_level("WARNING", logger="spark_jobs.stages.split"):
         summary = split.run(
-            context_for(spark, layout, train=str(train_file), test=str(test_file))
+            context_for(
+                spark, layout, explicit=explicit, train=str(train_file), test=str(test_file)
+            )
         )
     report = fs.read_json(spark, layout.path(split.SPLIT_REPORT))
     quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
@@ -173,7 +179,10 @@ def test_run_reads_existing_split_files(spark, tmp_path, caplog):
         (f"file://{test_file}", 4, "invalid_id"),
     ]
     assert f"{test_file}: 3 of 4 rows quarantined" in caplog.text
-    assert "rating_out_of_range, 1 row (line 2: '2\\t3\\t9\\t881250949'): rating must be from 1 to 5" in caplog.text
+    assert (
+        "rating_out_of_range, 1 row (line 2: '2\\t3\\t9\\t881250949'): rating must be from 1 to 5"
+        in caplog.text
+    )
     assert layout.path(split.SPLIT_QUARANTINE) in caplog.text
 
 
@@ -195,13 +204,41 @@ def test_run_rejects_file_without_ratings(spark, tmp_path):
     message = str(raised.value)
     quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
     assert f"split file file://{test_file} has no valid rating" in message
-    assert "rating_out_of_range, 1 row (line 1: '2\\t2\\t0\\t881250949'): rating must be from 1 to 5" in message
+    assert (
+        "rating_out_of_range, 1 row (line 1: '2\\t2\\t0\\t881250949'): rating must be from 1 to 5"
+        in message
+    )
     assert f"The rejected lines are in {layout.path(split.SPLIT_QUARANTINE)}" in message
     assert [(row.source_file, row.line_number, row.reason) for row in quarantine] == [
         (f"file://{test_file}", 1, "rating_out_of_range")
     ]
     assert not (tmp_path / "run" / "_staging").exists()
     assert not (tmp_path / "run" / "_manifests" / "split.json").exists()
+
+
+def test_run_rejects_file_over_quarantine_limit(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    good = "".join(f"1\t{movie}\t4\t881250949\n" for movie in range(1, 10))
+    # One bad line in ten: over a limit of 0.05, within one of 0.1.
+    train_file, test_file = split_files(tmp_path, good + "1\t99\t9\t881250949\n", "1\t50\t3\t1\n")
+    strict = {"max_quarantine_fraction": 0.05}
+    with pytest.raises(InputDataError) as raised:
+        split.run(
+            context_for(spark, layout, explicit=strict, train=str(train_file), test=str(test_file))
+        )
+    message = str(raised.value)
+    quarantine = spark.read.parquet(layout.path(split.SPLIT_QUARANTINE)).collect()
+    assert f"split file file://{train_file} has too many invalid lines" in message
+    assert "--max-quarantine-fraction 0.05" in message
+    assert "line 10: '1\\t99\\t9\\t881250949'" in message
+    assert [(row.line_number, row.reason) for row in quarantine] == [(10, "rating_out_of_range")]
+    assert not (tmp_path / "run" / "_manifests" / "split.json").exists()
+
+    lenient = {"max_quarantine_fraction": 0.1}
+    summary = split.run(
+        context_for(spark, layout, explicit=lenient, train=str(train_file), test=str(test_file))
+    )
+    assert summary["n_train"] == 9
 
 
 def test_run_rejects_header_only_file(spark, tmp_path):

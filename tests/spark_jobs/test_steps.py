@@ -56,6 +56,7 @@ def test_parameters_go_to_the_stages_that_take_them():
     args = steps_by_name(RunRequest(output="/r", parameters=parameters))
 
     assert args["load"][-2:] == ("--max-quarantine-fraction", "0.5")
+    assert args["split"][-4:-2] == ("--max-quarantine-fraction", "0.5")
     assert ("--seed", "7") == args["split"][3:5]
     assert "--rank" in args["train"]
     assert args["train"][args["train"].index("--rank") + 1] == "16"
