@@ -262,6 +262,22 @@ def test_load_over_threshold_commits_nothing(spark, tmp_path):
     assert spark.read.parquet(str(output / "quarantine")).count() == 2
 
 
+def test_rejected_load_replaces_earlier_load(spark, tmp_path):
+    output = tmp_path / "run"
+    good = [f"{user},1,4.0,1" for user in range(1, 99)]
+    run_load(spark, output, str(write_csv_source(tmp_path / "first", good)))
+    rejected = write_csv_source(tmp_path / "second", good + ["1,2,NaN,1", "2,2,9,1"])
+
+    with pytest.raises(InputDataError):
+        run_load(spark, output, str(rejected), max_quarantine_fraction=0.01)
+
+    # The report describes the rejected source, so the earlier ratings must not stay beside it.
+    assert not (output / "ratings").exists()
+    assert not (output / "_manifests" / "load.json").exists()
+    assert read_report(output)["status"] == "rejected"
+    assert str(tmp_path / "second") in read_report(output)["source"]
+
+
 def test_load_at_default_threshold_commits(spark, tmp_path):
     good = [f"{user},1,4.0,1" for user in range(1, 100)]
     source = write_csv_source(tmp_path / "source", good + ["1,2,NaN,1"])
