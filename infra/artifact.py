@@ -496,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(directory)
         else:
             artifact = build_artifact(args.architecture or ("x86_64",), cache=args.cache)
-            print(json.dumps({"version": artifact.version, "directory": str(artifact.directory)}))
+            # The directory alone on stdout, so that --artifact "$(... build)" works.
+            print(artifact.directory)
     except ArtifactError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -248,3 +248,18 @@ def test_bootstrap_rejects_missing_python(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "no-such-python not found" in result.stderr
+
+
+
+def test_build_command_prints_only_the_directory():
+    finished = subprocess.run(
+        [sys.executable, "-m", "infra.artifact", "build"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    printed = finished.stdout.splitlines()
+    assert len(printed) == 1
+    assert (Path(printed[0]) / "main.py").is_file()
+    assert (Path(printed[0]) / "spark_jobs.zip").is_file()
