@@ -42,6 +42,8 @@ from botocore.exceptions import NoRegionError
 from botocore.exceptions import WaiterError
 
 from infra import naming
+from ops.environment import CredentialsError
+from ops.environment import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -688,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--apply", action="store_true", help="delete; without it, only list")
     parser.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    parser.add_argument("--profile", help="AWS named profile (default: the default chain)")
     parser.add_argument(
         "--poll-seconds",
         type=int,
@@ -729,7 +732,7 @@ def main(argv: list[str]) -> int:
         parser.error("--prefix applies to --older-than only")
     waits = Waits(poll_seconds=max(1, args.poll_seconds))
     try:
-        session = boto3.Session(region_name=args.region)
+        session = open_session(region=args.region, profile=args.profile)
         if session.region_name is None:
             raise TeardownError("no AWS region: pass --region or set AWS_REGION")
         report = teardown(
@@ -740,7 +743,7 @@ def main(argv: list[str]) -> int:
             apply=args.apply,
             waits=waits,
         )
-    except TeardownError as error:
+    except (TeardownError, CredentialsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (NoCredentialsError, NoRegionError) as error:

@@ -459,6 +459,16 @@ def test_main_dry_run_exits_zero(session, capsys):
     assert exists(session, "bucket", ids["bucket"])
 
 
+def test_main_unknown_profile_is_an_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+
+    status = teardown.main(["--environment", ENVIRONMENT, "--profile", "nobody"])
+
+    assert status == 2
+    assert "AWS profile 'nobody' not found" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
