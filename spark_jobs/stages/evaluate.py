@@ -26,6 +26,7 @@ from spark_jobs.schema import USER
 from spark_jobs.stages.train import MODEL_CHOICE
 from spark_jobs.stages.train import RANKING_MODEL
 from spark_jobs.stages.train import RATING_MODEL
+from spark_jobs.stages.train import warn_if_k_differs
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import RERANKED
@@ -88,7 +89,9 @@ def run(context: StageContext) -> dict[str, Any]:
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))
     ranking_model = load_ranking_model(spark, join_uri(layout.root, RANKING_MODEL))
-    choice = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))["default_list"]
+    model_choice = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))
+    warn_if_k_differs("evaluate", model_choice, k)
+    choice = model_choice["default_list"]
     default = ListSpec(choice["strategy"], choice["candidates"])
     train = spark.read.parquet(layout.split_train).cache()
     test = spark.read.parquet(layout.split_test).cache()

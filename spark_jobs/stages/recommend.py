@@ -36,6 +36,7 @@ from spark_jobs.schema import USER
 from spark_jobs.stages.train import MODEL_CHOICE
 from spark_jobs.stages.train import RANKING_MODEL
 from spark_jobs.stages.train import RATING_MODEL
+from spark_jobs.stages.train import warn_if_k_differs
 from spark_jobs.topk import IMPLICIT_ORDER
 from spark_jobs.topk import RATING_ORDER
 from spark_jobs.topk import RERANKED
@@ -130,7 +131,10 @@ def run(context: StageContext) -> dict[str, Any]:
     k = params.top_k
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))
-    default = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))["default_list"]
+    model_choice = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))
+    if params.ordering == "default":
+        warn_if_k_differs("recommend", model_choice, k)
+    default = model_choice["default_list"]
     spec = list_spec(params.ordering, default, k)
     ranking_model = (
         load_ranking_model(spark, join_uri(layout.root, RANKING_MODEL))

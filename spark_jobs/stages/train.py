@@ -121,6 +121,20 @@ def chosen_settings(
     return settings, ranker, list_spec.to_dict(), tune
 
 
+def warn_if_k_differs(stage: str, choice: dict[str, Any], k: int) -> None:
+    """Log a warning when ``k`` is not the k at which tune chose the default list."""
+    chosen_at = choice.get("chosen_at_k")
+    if chosen_at is not None and chosen_at != k:
+        logger.warning(
+            "%s: --top-k %d, but tune chose the default list by its precision at k = %d. "
+            "Give tune and %s the same --top-k to compare like with like.",
+            stage,
+            k,
+            chosen_at,
+            stage,
+        )
+
+
 def given_options(context: StageContext, kind: str) -> list[str]:
     """Return the command-line options given for rating model ``kind``, as typed."""
     return [option_name(name) for name in MODEL_OPTIONS[kind] if name in context.explicit]
@@ -227,7 +241,11 @@ def run(context: StageContext) -> dict[str, Any]:
     with StageCommit(spark, layout, "train", inputs=inputs, parameters=parameters) as commit:
         rating_model.save(spark, commit.staging_path(RATING_MODEL))
         ease.save_ranking_model(spark, ranking_model, commit.staging_path(RANKING_MODEL))
-        fs.write_json(spark, commit.staging_path(MODEL_CHOICE), {"default_list": list_spec})
+        choice = {
+            "default_list": list_spec,
+            "chosen_at_k": tune.parameters.get("top_k") if tune is not None else None,
+        }
+        fs.write_json(spark, commit.staging_path(MODEL_CHOICE), choice)
         fs.write_json(spark, commit.staging_path(paths.METRICS), metrics)
         commit.counts.update(
             {"n_train": n_train, "n_test": n_test, "n_test_scored": n_scored, "rmse": rmse}

@@ -54,7 +54,8 @@ def test_model_directory_holds_both_models(spark, tmp_path_factory):
 def _commit_fake_tune(spark, layout, chosen=None):
     """Commit a tune stage whose only output is results.json with ``chosen`` (default TUNED)."""
     split_manifest = read_manifest(spark, layout, "split")
-    with StageCommit(spark, layout, "tune", inputs={"split": split_manifest}) as commit:
+    inputs = {"split": split_manifest}
+    with StageCommit(spark, layout, "tune", inputs=inputs, parameters={"top_k": 7}) as commit:
         results = {"chosen": TUNED if chosen is None else chosen}
         fs.write_json(spark, commit.staging_path(paths.TUNING_RESULTS), results)
 
@@ -71,6 +72,7 @@ def test_tuned_parameters_used_unless_given(spark, tmp_path):
     assert overridden["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
     assert metrics["params_given"] == ["--rank"]
     assert choice["default_list"]["strategy"] == "rating"
+    assert choice["chosen_at_k"] == 7
 
 
 def test_chosen_settings_reads_old_results(spark, tmp_path):
@@ -192,3 +194,14 @@ def test_no_scorable_test_rows_stops(spark, tmp_path):
     assert summary["test_rows_cold_start"] == 2
     with pytest.raises(InputDataError, match="cannot be scored"):
         train.run(context_for(spark, layout, explicit=SMALL_MODEL))
+
+
+def test_k_other_than_tunes_is_logged(caplog):
+    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
+        train.warn_if_k_differs("evaluate", {"chosen_at_k": 10}, 10)
+        assert caplog.text == ""
+        train.warn_if_k_differs("evaluate", {"chosen_at_k": None}, 20)
+        assert caplog.text == ""
+        train.warn_if_k_differs("evaluate", {"chosen_at_k": 10}, 20)
+    assert "evaluate: --top-k 20, but tune chose the default list" in caplog.text
+    assert "at k = 10" in caplog.text
