@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import spark_jobs.session
@@ -162,8 +164,9 @@ def test_help_shows_every_range(capsys, name):
         cli.main([stage, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     option = option_name(name)
-    # The option's own entry runs from "--name NAME" to the next option.
-    entry = text.split(f" {option} {name.upper()} ", 1)[1].split(" --", 1)[0]
+    # The option's own entry runs from "--name NAME" to the next "--other OTHER".
+    after = text.split(f" {option} {name.upper()} ", 1)[1]
+    entry = re.split(r" --[a-z-]+ [A-Z_{]", after, maxsplit=1)[0]
     assert f"allowed {RANGES[name].text()}" in entry
 
 
