@@ -101,7 +101,12 @@ def read_manifest(spark: SparkSession, layout: RunLayout, stage: str) -> Manifes
 
 
 def check_lineage(manifests: Mapping[str, Manifest]) -> tuple[str, str]:
-    """Return the shared (dataset, load_id) of the inputs, or raise LineageError naming two that differ."""
+    """Return the shared (dataset, load_id) of the inputs, or raise LineageError.
+
+    The inputs must come from one load, and an input made from another input
+    must have been made from the committed one: a train made before split was
+    rerun, for example, was fitted on other training ratings.
+    """
     items = sorted(manifests.items())
     if not items:
         raise ValueError("check_lineage needs at least one manifest")
@@ -114,6 +119,16 @@ def check_lineage(manifests: Mapping[str, Manifest]) -> tuple[str, str]:
                 f"{manifest.dataset} (load {manifest.load_id} in {manifest.root}). "
                 f"Point both inputs at outputs of the same run."
             )
+    for name, manifest in sorted(manifests.items()):
+        for upstream, upstream_id in sorted(manifest.inputs.items()):
+            current = manifests.get(upstream)
+            if current is not None and current.manifest_id != upstream_id:
+                raise LineageError(
+                    f"the {name} output in {manifest.root} was made from an earlier {upstream} "
+                    f"output (manifest {upstream_id}), not the committed one "
+                    f"({current.manifest_id}), so {upstream} was rerun after {name}. Rerun "
+                    f"{name}: python -m spark_jobs {name} --output {manifest.root}"
+                )
     return first.dataset, first.load_id
 
 

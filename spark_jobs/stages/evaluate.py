@@ -15,6 +15,7 @@ from typing import Any
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
+from spark_jobs.commit import check_lineage
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.ease import load_ranking_model
@@ -85,6 +86,7 @@ def run(context: StageContext) -> dict[str, Any]:
     started = time.monotonic()
     train_manifest = read_manifest(spark, layout, "train")
     split = read_manifest(spark, layout, "split")
+    check_lineage({"train": train_manifest, "split": split})
     k = params.top_k
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import StageCommit
+from spark_jobs.commit import check_lineage
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.ease import load_ranking_model
@@ -128,6 +129,7 @@ def run(context: StageContext) -> dict[str, Any]:
     train_manifest = read_manifest(spark, layout, "train")
     load = read_manifest(spark, layout, "load")
     split = read_manifest(spark, layout, "split")
+    check_lineage({"train": train_manifest, "load": load, "split": split})
     k = params.top_k
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))

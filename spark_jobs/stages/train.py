@@ -23,6 +23,7 @@ from spark_jobs import fs
 from spark_jobs import layout as paths
 from spark_jobs.commit import Manifest
 from spark_jobs.commit import StageCommit
+from spark_jobs.commit import check_lineage
 from spark_jobs.commit import read_manifest
 from spark_jobs.context import StageContext
 from spark_jobs.errors import InputDataError
@@ -154,6 +155,8 @@ def run(context: StageContext) -> dict[str, Any]:
     inputs = {"split": split, "load": load}
     if tune is not None:
         inputs["tune"] = tune
+    # Before fitting: a tune made from an earlier split chose on other ratings.
+    check_lineage(inputs)
     load_scale = rating_scale(fs.read_json(spark, layout.load_report))
     scale = RatingScale(load_scale.minimum, load_scale.maximum)
 

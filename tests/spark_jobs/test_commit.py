@@ -172,6 +172,25 @@ def test_stage_rejects_split_made_before_load_rerun(spark, tmp_path):
         check_lineage({"split": split, "load": load})
 
 
+def test_stage_rejects_tune_made_before_split_rerun(spark, tmp_path):
+    commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+    layout = RunLayout(str(tmp_path))
+    first_split = commit_split(spark, tmp_path).manifest
+    with StageCommit(spark, layout, "tune", inputs={"split": first_split}) as tune_commit:
+        pass
+    second_split = commit_split(spark, tmp_path).manifest
+
+    with pytest.raises(LineageError) as raised:
+        check_lineage({"split": second_split, "tune": tune_commit.manifest})
+
+    message = str(raised.value)
+    assert "the tune output" in message
+    assert first_split.manifest_id in message
+    assert second_split.manifest_id in message
+    assert f"python -m spark_jobs tune --output {tmp_path}" in message
+    assert check_lineage({"split": first_split, "tune": tune_commit.manifest})
+
+
 # --- a real stage process, killed during its write ----------------------------------------------
 
 
