@@ -123,11 +123,18 @@ def check_lineage(manifests: Mapping[str, Manifest]) -> tuple[str, str]:
         for upstream, upstream_id in sorted(manifest.inputs.items()):
             current = manifests.get(upstream)
             if current is not None and current.manifest_id != upstream_id:
+                rerun = f"python -m spark_jobs {name} --output {manifest.root}"
+                if name == "tune":
+                    # train reads tune only when its manifest exists.
+                    rerun += (
+                        f", or remove {RunLayout(manifest.root).manifest(name)} to train "
+                        f"without tune's choices"
+                    )
                 raise LineageError(
                     f"the {name} output in {manifest.root} was made from an earlier {upstream} "
                     f"output (manifest {upstream_id}), not the committed one "
                     f"({current.manifest_id}), so {upstream} was rerun after {name}. Rerun "
-                    f"{name}: python -m spark_jobs {name} --output {manifest.root}"
+                    f"{name}: {rerun}"
                 )
     return first.dataset, first.load_id
 

@@ -188,6 +188,7 @@ def test_stage_rejects_tune_made_before_split_rerun(spark, tmp_path):
     assert first_split.manifest_id in message
     assert second_split.manifest_id in message
     assert f"python -m spark_jobs tune --output {tmp_path}" in message
+    assert f"remove {layout.manifest('tune')} to train without tune's choices" in message
     assert check_lineage({"split": first_split, "tune": tune_commit.manifest})
 
 
