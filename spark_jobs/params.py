@@ -71,7 +71,8 @@ class Range:
     max_inclusive: bool = True
 
     def contains(self, value: float) -> bool:
-        if math.isnan(value):
+        # NaN fails every comparison and infinity is outside every range the help shows.
+        if not math.isfinite(value):
             return False
         if self.minimum is not None:
             if value < self.minimum or (value == self.minimum and not self.min_inclusive):

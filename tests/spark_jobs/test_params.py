@@ -46,6 +46,8 @@ def test_defaults_match_module_constants():
         ({"rating_model": "svd"}, "--rating-model"),
         ({"reg_param": float("nan")}, "--reg-param"),
         ({"implicit_alpha": float("nan")}, "--implicit-alpha"),
+        ({"reg_param": float("inf")}, "--reg-param"),
+        ({"reg_grid": (0.1, float("inf"))}, "--reg-grid"),
         ({"bayes_samples": 1}, "--bayes-samples"),
         ({"implicit_max_iter": 1001}, "--implicit-max-iter"),
     ],
