@@ -108,22 +108,26 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 
 # Options whose default gives way to tune's choice when the run directory has one.
 TUNED_OPTIONS = ("rank", "reg_param", "max_iter", "rating_model")
+# Options that train takes from the settings tune scored the Bayesian model with.
+SAMPLER_OPTIONS = ("bayes_rank", "bayes_samples")
 
 
-def _default_text(name: str) -> str:
+def _default_text(name: str, command: str) -> str:
     value = getattr(Parameters(), name)
     if isinstance(value, tuple):
         value = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
     elif isinstance(value, float):
         value = f"{value:g}"
-    if name in TUNED_OPTIONS:
+    if command in ("train", "pipeline") and name in TUNED_OPTIONS:
         return f"default: tune's choice, or {value} when tune has not run"
+    if command == "train" and name in SAMPLER_OPTIONS:
+        return f"default: the value tune used, or {value} when tune has not run"
     return f"default: {value}"
 
 
-def _option_notes(name: str) -> str:
+def _option_notes(name: str, command: str) -> str:
     """Return the allowed range, when the option has one, and the default, for the help."""
-    notes = [_default_text(name)]
+    notes = [_default_text(name, command)]
     allowed = RANGES.get(name)
     if allowed is not None:
         is_list = isinstance(getattr(Parameters(), name), tuple)
@@ -131,7 +135,10 @@ def _option_notes(name: str) -> str:
     return "; ".join(notes)
 
 
-def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+def add_parameter_options(
+    parser: argparse.ArgumentParser, names: Sequence[str], command: str
+) -> None:
+    """Add an option for each named parameter, with its range and its default for ``command``."""
     for name in names:
         value_type, help_text = PARAMETER_OPTIONS[name]
         # The usage line shows the allowed names, but argparse does not check them:
@@ -142,7 +149,7 @@ def _add_parameter_options(parser: argparse.ArgumentParser, names: Sequence[str]
             dest=name,
             type=value_type,
             metavar="{" + ",".join(choices) + "}" if choices else None,
-            help=f"{help_text} ({_option_notes(name)})",
+            help=f"{help_text} ({_option_notes(name, command)})",
         )
 
 
@@ -165,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         stage_parser = subcommands.add_parser(stage, help=f"run the {stage} stage")
         _add_common_options(stage_parser)
-        _add_parameter_options(stage_parser, STAGE_PARAMETERS[stage])
+        add_parameter_options(stage_parser, STAGE_PARAMETERS[stage], stage)
         if stage == "load":
             stage_parser.add_argument(
                 "--source",
@@ -185,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_files(pipeline)
     pipeline.add_argument("--no-tune", action="store_true", help="skip the tune stage")
     all_parameters = [name for name in PARAMETER_OPTIONS]
-    _add_parameter_options(pipeline, all_parameters)
+    add_parameter_options(pipeline, all_parameters, "pipeline")
     return parser
 
 

@@ -266,7 +266,7 @@ def _parse_summary(stdout: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     from spark_jobs.cli import PARAMETER_OPTIONS
-    from spark_jobs.steps import option_name
+    from spark_jobs.cli import add_parameter_options
 
     parser = argparse.ArgumentParser(
         prog="python -m spark_jobs.local_runner",
@@ -289,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra Spark configuration passed to every spark-submit; repeat for several",
     )
     parser.add_argument("--quiet", action="store_true", help="do not echo the steps' Spark logs")
-    for name, (value_type, help_text) in PARAMETER_OPTIONS.items():
-        parser.add_argument(option_name(name), dest=name, type=value_type, help=help_text)
+    # The same options, ranges and defaults as python -m spark_jobs pipeline.
+    add_parameter_options(parser, list(PARAMETER_OPTIONS), "pipeline")
     return parser
 
 

@@ -126,7 +126,7 @@ def warn_if_k_differs(stage: str, choice: dict[str, Any], k: int) -> None:
     """Log a warning when ``k`` is not the k at which tune chose the default list."""
     chosen_at = choice.get("chosen_at_k")
     if chosen_at is not None and chosen_at != k:
-        logger.warning(
+        logging.getLogger(f"spark_jobs.stages.{stage}").warning(
             "%s: --top-k %d, but tune chose the default list by its precision at k = %d. "
             "Give tune and %s the same --top-k to compare like with like.",
             stage,

@@ -183,6 +183,15 @@ def test_help_names_tuned_defaults(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: tune's choice, or 10 when tune has not run" in text
+    assert "default: the value tune used, or 16 when tune has not run" in text
+
+
+def test_tune_help_gives_plain_sampler_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the value tune used" not in text
+    assert "(allowed [1, 1000]; default: 16)" in text
 
 
 def test_help_lists_allowed_names(capsys):

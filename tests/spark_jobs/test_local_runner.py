@@ -167,6 +167,15 @@ def test_plan_rejects_unbuilt_directory(tmp_path):
     assert "python -m infra.artifact build" in str(raised.value)
 
 
+def test_help_matches_pipeline_options(capsys):
+    with pytest.raises(SystemExit):
+        local_runner.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--rating-model {als,bayes}" in text
+    assert "movies recommended per user (allowed [1, 1000]; default: 20)" in text
+    assert "default: tune's choice, or 10 when tune has not run" in text
+
+
 def test_summary_parsed_after_log_lines():
     stdout = 'INFO counts {"rows": 3}\n{\n  "rows": 3,\n  "nested": {\n    "a": 1\n  }\n}\n'
 

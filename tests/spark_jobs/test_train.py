@@ -197,7 +197,7 @@ def test_no_scorable_test_rows_stops(spark, tmp_path):
 
 
 def test_k_other_than_tunes_is_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
+    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.evaluate"):
         train.warn_if_k_differs("evaluate", {"chosen_at_k": 10}, 10)
         assert caplog.text == ""
         train.warn_if_k_differs("evaluate", {"chosen_at_k": None}, 20)
@@ -205,3 +205,4 @@ def test_k_other_than_tunes_is_logged(caplog):
         train.warn_if_k_differs("evaluate", {"chosen_at_k": 10}, 20)
     assert "evaluate: --top-k 20, but tune chose the default list" in caplog.text
     assert "at k = 10" in caplog.text
+    assert caplog.records[0].name == "spark_jobs.stages.evaluate"
