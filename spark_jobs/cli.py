@@ -212,7 +212,9 @@ def explicit_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def _normalise(uri: str) -> str:
     """Return ``uri`` as a comparable prefix: a local path resolved through symlinks, else the URI."""
-    if uri.startswith("file:"):
+    if uri.startswith("file://localhost/"):
+        uri = uri[len("file://localhost") :]
+    elif uri.startswith("file:"):
         uri = uri[len("file:") :]
     elif "://" in uri:
         return uri.rstrip("/") + "/"

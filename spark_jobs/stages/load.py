@@ -100,8 +100,17 @@ def builtin_sample_path() -> str:
     )
 
 
+LOCALHOST_URI = "file://localhost/"
+
+
 def local_or_uri(source: str) -> str:
-    """Return ``source`` as a URI: an existing local path becomes an absolute file: URI."""
+    """Return ``source`` as a URI: an existing local path becomes an absolute file: URI.
+
+    ``file://localhost/PATH`` becomes ``file:///PATH``, because Hadoop's local file
+    system rejects a host name.
+    """
+    if source.startswith(LOCALHOST_URI):
+        source = "file:///" + source[len(LOCALHOST_URI) :]
     if "://" in source or source.startswith("file:"):
         return source.rstrip("/")
     if os.path.exists(source):

@@ -86,13 +86,17 @@ def test_cli_rejects_output_inside_source(session_calls, capsys, tmp_path):
     assert "inside the input --source" in message
 
 
-@pytest.mark.parametrize("form", ["file_uri", "symlink"])
+@pytest.mark.parametrize("form", ["file_uri", "localhost_uri", "symlink"])
 def test_cli_rejects_output_inside_source_alias(session_calls, capsys, tmp_path, form):
     source = tmp_path / "ml-latest-small"
     source.mkdir()
     link = tmp_path / "link"
     link.symlink_to(source)
-    source_option = f"file://{source}" if form == "file_uri" else str(link)
+    source_option = {
+        "file_uri": f"file://{source}",
+        "localhost_uri": f"file://localhost{source}",
+        "symlink": str(link),
+    }[form]
 
     code = cli.main(["load", "--source", source_option, "--output", str(source / "run")])
 

@@ -313,3 +313,9 @@ def test_load_empty_ratings_file(spark, tmp_path):
     message = str(raised.value)
     assert "ratings.csv is empty" in message
     assert not fs.exists(spark, str(tmp_path / "run" / "_manifests" / "load.json"))
+
+
+def test_localhost_file_uri_becomes_plain_file_uri():
+    assert load.local_or_uri("file://localhost/data/ml-100k/") == "file:///data/ml-100k"
+    assert load.local_or_uri("file:///data/ml-100k") == "file:///data/ml-100k"
+    assert load.local_or_uri("s3://bucket/ml-100k/") == "s3://bucket/ml-100k"
