@@ -34,6 +34,7 @@ from spark_jobs import code_version
 from spark_jobs import fs
 from spark_jobs.errors import LineageError
 from spark_jobs.errors import UncommittedInputError
+from spark_jobs.layout import DEPENDENT_STAGES
 from spark_jobs.layout import STAGE_OUTPUTS
 from spark_jobs.layout import STAGING
 from spark_jobs.layout import RunLayout
@@ -214,6 +215,25 @@ class StageCommit:
         self._remove_staging()
         self._discarded = True
 
+    def _uncommit_dependents(self) -> None:
+        """Remove the manifests of the stages made from this stage's earlier outputs.
+
+        Their outputs stay on disk, but a stage that reads them stops and names the
+        stage to rerun, and train no longer reads a tune made from another split.
+        """
+        removed = [
+            stage
+            for stage in DEPENDENT_STAGES.get(self.stage, ())
+            if fs.delete(self.spark, self.layout.manifest(stage))
+        ]
+        if removed:
+            logger.info(
+                "%s: uncommitted %s, which were made from the earlier %s output. Rerun them.",
+                self.stage,
+                ", ".join(removed),
+                self.stage,
+            )
+
     def _remove_staging(self) -> None:
         fs.delete(self.spark, self.staging_root)
         # Another stage may be staging in the same run at this moment. Its folder
@@ -231,6 +251,7 @@ class StageCommit:
             return False
         self._promote()
         self._write_manifest()
+        self._uncommit_dependents()
         self._remove_staging()
         logger.info(
             "%s: committed in %.1f s, counts %s",

@@ -46,6 +46,15 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "recommend": (RECOMMENDATIONS, RECOMMENDATIONS_CSV),
 }
 
+# The stages made from each stage's outputs, directly or through another stage. A stage
+# that commits uncommits these, because they were made from its earlier outputs.
+DEPENDENT_STAGES: dict[str, tuple[str, ...]] = {
+    "load": ("explore", "split", "tune", "train", "evaluate", "recommend"),
+    "split": ("tune", "train", "evaluate", "recommend"),
+    "tune": ("train", "evaluate", "recommend"),
+    "train": ("evaluate", "recommend"),
+}
+
 
 def join_uri(base: str, *parts: str) -> str:
     """Join URI path segments with single slashes, keeping the scheme intact."""

@@ -192,6 +192,23 @@ def test_stage_rejects_tune_made_before_split_rerun(spark, tmp_path):
     assert check_lineage({"split": first_split, "tune": tune_commit.manifest})
 
 
+def test_commit_uncommits_stages_made_from_earlier_outputs(spark, tmp_path):
+    commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+    layout = RunLayout(str(tmp_path))
+    load = read_manifest(spark, layout, "load")
+    with StageCommit(spark, layout, "explore", inputs={"load": load}):
+        pass
+    split = commit_split(spark, tmp_path).manifest
+    with StageCommit(spark, layout, "tune", inputs={"split": split}):
+        pass
+
+    commit_split(spark, tmp_path)
+
+    assert not (tmp_path / "_manifests" / "tune.json").exists()
+    assert (tmp_path / "_manifests" / "explore.json").exists()
+    assert (tmp_path / "_manifests" / "split.json").exists()
+
+
 # --- a real stage process, killed during its write ----------------------------------------------
 
 

@@ -15,6 +15,7 @@ from spark_jobs.commit import read_manifest
 from spark_jobs.errors import InputDataError
 from spark_jobs.model import RatingModel
 from spark_jobs.model import rmse_and_mae
+from spark_jobs.params import Parameters
 from spark_jobs.stages import split
 from spark_jobs.stages import train
 from tests.spark_jobs.stage_inputs import SMALL_MODEL
@@ -98,6 +99,17 @@ def test_chosen_settings_reads_old_results(spark, tmp_path):
     assert overridden["rank"] == 6
     assert overridden["regParam"] == 0.3
     assert overridden["maxIter"] == 5
+
+
+def test_split_rerun_drops_tunes_choice(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    split.run(context_for(spark, layout))
+    _commit_fake_tune(spark, layout)
+    split.run(context_for(spark, layout, explicit={"seed": 7}))
+    summary = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
+    metrics = fs.read_json(spark, layout.metrics)
+    assert metrics["params_source"] == "command line and defaults"
+    assert summary["params"]["rank"] == Parameters().rank
 
 
 def test_tuned_bayes_model_is_fitted_saved_and_reloaded(spark, tmp_path):
