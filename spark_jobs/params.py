@@ -117,6 +117,11 @@ RANGES = {
 }
 
 
+def option_name(parameter: str) -> str:
+    """Return the command-line option for a Parameters field: ``reg_param`` -> ``--reg-param``."""
+    return "--" + parameter.replace("_", "-")
+
+
 def check_range(option: str, value: float, allowed: Range) -> None:
     """Raise ParameterError naming ``option`` unless ``value`` is in ``allowed``."""
     if not allowed.contains(value):
@@ -155,13 +160,13 @@ class Parameters:
         for name, allowed in RANGES.items():
             value = getattr(self, name)
             for item in value if isinstance(value, tuple) else (value,):
-                check_range("--" + name.replace("_", "-"), item, allowed)
+                check_range(option_name(name), item, allowed)
         for name, allowed in NAMED_CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
-                option = "--" + name.replace("_", "-")
                 raise ParameterError(
-                    f"invalid value for {option}: {value!r}; allowed: {', '.join(allowed)}"
+                    f"invalid value for {option_name(name)}: {value!r}; "
+                    f"allowed: {', '.join(allowed)}"
                 )
         if not self.rank_grid:
             raise ParameterError("invalid value for --rank-grid: empty; give at least one rank")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
+from spark_jobs.params import option_name
+
 STAGES: tuple[str, ...] = (
     "load",
     "explore",
@@ -78,11 +80,6 @@ def split_conflict(train: str | None, parameters: Mapping[str, object]) -> str |
         f"{options} {verb} how split makes its own split and cannot be combined with "
         f"--train and --test. Leave {pronoun} out to use the given files."
     )
-
-
-def option_name(parameter: str) -> str:
-    """Return the command-line option for a Parameters field: ``reg_param`` -> ``--reg-param``."""
-    return "--" + parameter.replace("_", "-")
 
 
 @dataclass(frozen=True)
