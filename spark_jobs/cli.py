@@ -20,6 +20,7 @@ from typing import Any
 from spark_jobs.errors import ParameterError
 from spark_jobs.errors import PipelineError
 from spark_jobs.layout import RunLayout
+from spark_jobs.layout import without_localhost
 from spark_jobs.params import NAMED_CHOICES
 from spark_jobs.params import RANGES
 from spark_jobs.params import Parameters
@@ -33,22 +34,22 @@ from spark_jobs.steps import split_conflict
 logger = logging.getLogger(__name__)
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid list {text!r}; expected integers separated by commas, for example 8,16,32"
-        ) from None
+def _number_list(convert: Callable[[str], Any], kind: str, example: str) -> Callable[[str], tuple]:
+    """Return an argparse type that reads comma-separated ``kind`` with ``convert``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(convert(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid list {text!r}; expected {kind} separated by commas, for example {example}"
+            ) from None
+
+    return parse
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid list {text!r}; expected numbers separated by commas, for example 0.05,0.1"
-        ) from None
+_int_list = _number_list(int, "integers", "8,16,32")
+_float_list = _number_list(float, "numbers", "0.05,0.1")
 
 
 # Type and help text of each Parameters field, as a command-line option.
@@ -212,9 +213,8 @@ def explicit_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def _normalise(uri: str) -> str:
     """Return ``uri`` as a comparable prefix: a local path resolved through symlinks, else the URI."""
-    if uri.startswith("file://localhost/"):
-        uri = uri[len("file://localhost") :]
-    elif uri.startswith("file:"):
+    uri = without_localhost(uri)
+    if uri.startswith("file:"):
         uri = uri[len("file:") :]
     elif "://" in uri:
         return uri.rstrip("/") + "/"

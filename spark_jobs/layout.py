@@ -56,6 +56,15 @@ DEPENDENT_STAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+def without_localhost(uri: str) -> str:
+    """Return ``uri`` with ``file://localhost/PATH`` written as ``file:///PATH``.
+
+    Hadoop's local file system rejects a host name in the URI.
+    """
+    prefix = "file://localhost/"
+    return "file:///" + uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join URI path segments with single slashes, keeping the scheme intact."""
     joined = base.rstrip("/")

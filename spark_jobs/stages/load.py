@@ -100,17 +100,12 @@ def builtin_sample_path() -> str:
     )
 
 
-LOCALHOST_URI = "file://localhost/"
-
-
 def local_or_uri(source: str) -> str:
     """Return ``source`` as a URI: an existing local path becomes an absolute file: URI.
 
-    ``file://localhost/PATH`` becomes ``file:///PATH``, because Hadoop's local file
-    system rejects a host name.
+    ``file://localhost/PATH`` becomes ``file:///PATH`` (``layout.without_localhost``).
     """
-    if source.startswith(LOCALHOST_URI):
-        source = "file:///" + source[len(LOCALHOST_URI) :]
+    source = run_layout.without_localhost(source)
     if "://" in source or source.startswith("file:"):
         return source.rstrip("/")
     if os.path.exists(source):
@@ -240,12 +235,16 @@ def files_over_threshold(
     file_reports: Mapping[str, Mapping[str, Any]], max_fraction: float
 ) -> list[str]:
     """Return the roles of the files whose quarantined share exceeds ``max_fraction``."""
-    over = []
-    for role, report in sorted(file_reports.items()):
-        read = report["rows_read"]
-        if read and report["rows_quarantined"] / read > max_fraction:
-            over.append(role)
-    return over
+    return [
+        role
+        for role, report in sorted(file_reports.items())
+        if over_threshold(report["rows_read"], report["rows_quarantined"], max_fraction)
+    ]
+
+
+def over_threshold(rows_read: int, rows_quarantined: int, max_fraction: float) -> bool:
+    """Return whether a file's quarantined share exceeds ``max_fraction`` (never for 0 rows)."""
+    return bool(rows_read) and rows_quarantined / rows_read > max_fraction
 
 
 def _lines(spark: SparkSession, source: Source, role: str, text_file: TextFile) -> DataFrame:

@@ -45,6 +45,7 @@ from spark_jobs.schema import REASON
 from spark_jobs.schema import TIMESTAMP
 from spark_jobs.schema import USER
 from spark_jobs.stages.load import local_or_uri
+from spark_jobs.stages.load import over_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -203,18 +204,19 @@ def _no_valid_rating(split_file: SplitFile) -> str:
     )
 
 
-def _too_many_rejected(split_file: SplitFile, max_fraction: float) -> str:
-    return (
-        f"split file {split_file.uri} has too many invalid lines, over the limit of "
-        f"--max-quarantine-fraction {max_fraction:g}, so nothing was committed. Fix the file "
-        f"or raise the limit.\n{split_file.details}"
-    )
-
-
-def rejected_share(split_file: SplitFile) -> float:
-    """Return the share of the file's lines that were rejected (0 for a file with none)."""
+def _rejection(split_file: SplitFile, max_fraction: float) -> str | None:
+    """Return why split stops on this file: no valid rating, or too many rejected lines."""
+    accepted = split_file.accounting["rows_accepted"]
     read = split_file.accounting["rows_read"]
-    return (read - split_file.accounting["rows_accepted"]) / read if read else 0.0
+    if accepted == 0:
+        return _no_valid_rating(split_file)
+    if over_threshold(read, read - accepted, max_fraction):
+        return (
+            f"split file {split_file.uri} has too many invalid lines, over the limit of "
+            f"--max-quarantine-fraction {max_fraction:g}, so nothing was committed. Fix the "
+            f"file or raise the limit.\n{split_file.details}"
+        )
+    return None
 
 
 def _reject_files(commit: StageCommit, layout: RunLayout, messages: list[str]) -> NoReturn:
@@ -272,15 +274,10 @@ def run(context: StageContext) -> dict[str, Any]:
             files[0].rejected.unionByName(files[1].rejected).write.parquet(
                 commit.staging_path(SPLIT_QUARANTINE)
             )
-            max_fraction = params.max_quarantine_fraction
-            messages = [
-                _no_valid_rating(split_file)
-                if split_file.accounting["rows_accepted"] == 0
-                else _too_many_rejected(split_file, max_fraction)
-                for split_file in files
-                if split_file.accounting["rows_accepted"] == 0
-                or rejected_share(split_file) > max_fraction
+            rejections = [
+                _rejection(split_file, params.max_quarantine_fraction) for split_file in files
             ]
+            messages = [message for message in rejections if message is not None]
             if messages:
                 _reject_files(commit, layout, messages)
         train.write.parquet(commit.staging_path(paths.SPLIT_TRAIN))
