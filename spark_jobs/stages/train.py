@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -96,7 +97,7 @@ def chosen_settings(
         for field, key in (("bayes_rank", "rank"), ("bayes_samples", "samples")):
             if field not in context.explicit and key in sampled:
                 settings[field] = sampled[key]
-        als_options = given_options(context, ALS_KIND)
+        als_options = given_options(context, MODEL_OPTIONS[ALS_KIND])
         if als_options and "rating_model" not in context.explicit and settings["model"] != ALS_KIND:
             logger.warning(
                 "train: %s given, so train fits the ALS rating model instead of tune's "
@@ -108,8 +109,8 @@ def chosen_settings(
             settings["model"] = ALS_KIND
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
         ranker = chosen.get("ranker", ranker)
-    for kind in MODEL_OPTIONS:
-        unused = given_options(context, kind)
+    for kind, names in MODEL_OPTIONS.items():
+        unused = given_options(context, names)
         if kind != settings["model"] and unused:
             logger.warning(
                 "train: %s not used: the option sets the %s rating model, and train fits %s. "
@@ -136,9 +137,9 @@ def warn_if_k_differs(stage: str, choice: dict[str, Any], k: int) -> None:
         )
 
 
-def given_options(context: StageContext, kind: str) -> list[str]:
-    """Return the command-line options given for rating model ``kind``, as typed."""
-    return [option_name(name) for name in MODEL_OPTIONS[kind] if name in context.explicit]
+def given_options(context: StageContext, names: Iterable[str]) -> list[str]:
+    """Return the options among the parameters ``names`` given on the command line, as typed."""
+    return [option_name(name) for name in names if name in context.explicit]
 
 
 def _sample_bayes(train: DataFrame, scale: RatingScale, chain: bayes.ChainSettings) -> RatingModel:
@@ -155,7 +156,7 @@ def run(context: StageContext) -> dict[str, Any]:
     inputs = {"split": split, "load": load}
     if tune is not None:
         inputs["tune"] = tune
-    # Before fitting: a tune made from an earlier split chose on other ratings.
+    # Here as well as at commit, so that mixed or stale inputs fail before the fits.
     check_lineage(inputs)
     load_scale = rating_scale(fs.read_json(spark, layout.load_report))
     scale = RatingScale(load_scale.minimum, load_scale.maximum)
@@ -218,9 +219,9 @@ def run(context: StageContext) -> dict[str, Any]:
         "params": settings,
         "params_source": "tune" if tune is not None else "command line and defaults",
         "params_given": sorted(
-            option_name(name)
-            for name in ("rating_model", *MODEL_OPTIONS[ALS_KIND], *MODEL_OPTIONS[BAYES_KIND])
-            if name in context.explicit
+            given_options(
+                context, ("rating_model", *MODEL_OPTIONS[ALS_KIND], *MODEL_OPTIONS[BAYES_KIND])
+            )
         ),
         "ranking_model": {
             "kind": ranking_kind,

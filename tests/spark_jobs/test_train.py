@@ -161,30 +161,26 @@ def test_als_option_asks_for_als_over_tuned_bayes(spark, tmp_path):
     assert summary["params"] == {"model": "als", "rank": 5, "regParam": 0.2, "maxIter": 4}
 
 
-def test_als_option_over_bayes_is_logged(spark, tmp_path, caplog):
+def test_overriding_options_are_logged(spark, tmp_path, caplog):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
-    _commit_bayes_tune(spark, layout)
-    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
-        settings, _, _, _ = train.chosen_settings(
-            context_for(spark, layout, explicit={"max_iter": 3})
-        )
-    assert settings["model"] == "als"
-    assert "--max-iter given" in caplog.text
-    assert "instead of tune's choice, bayes" in caplog.text
-
-
-def test_unused_bayes_option_is_logged(spark, tmp_path, caplog):
-    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
-    split.run(context_for(spark, layout))
-    _commit_fake_tune(spark, layout)
-    with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
-        settings, _, _, _ = train.chosen_settings(
-            context_for(spark, layout, explicit={"bayes_rank": 3})
-        )
-    assert settings["model"] == "als"
-    assert "--bayes-rank not used" in caplog.text
-    assert "--rating-model bayes" in caplog.text
+    # (tune's choice, option given to train, phrases the warning must contain)
+    cases = [
+        (
+            {**TUNED, "model": "bayes"},
+            {"max_iter": 3},
+            ["--max-iter given", "instead of tune's choice, bayes"],
+        ),
+        (TUNED, {"bayes_rank": 3}, ["--bayes-rank not used", "--rating-model bayes"]),
+    ]
+    for chosen, explicit, phrases in cases:
+        _commit_fake_tune(spark, layout, chosen)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.train"):
+            settings, _, _, _ = train.chosen_settings(context_for(spark, layout, explicit=explicit))
+        assert settings["model"] == "als", explicit
+        for phrase in phrases:
+            assert phrase in caplog.text, (explicit, phrase)
 
 
 def test_rating_model_option_wins_over_tune(spark, tmp_path):
