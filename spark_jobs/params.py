@@ -84,11 +84,16 @@ class Range:
 
     def text(self) -> str:
         """Return the range in interval notation, for example ``[1, 1000]`` or ``(0, 1)``."""
-        low = "-inf" if self.minimum is None else f"{self.minimum:g}"
-        high = "inf" if self.maximum is None else f"{self.maximum:g}"
+        low = "-inf" if self.minimum is None else _bound_text(self.minimum)
+        high = "inf" if self.maximum is None else _bound_text(self.maximum)
         left = "[" if self.min_inclusive and self.minimum is not None else "("
         right = "]" if self.max_inclusive and self.maximum is not None else ")"
         return f"{left}{low}, {high}{right}"
+
+
+def _bound_text(bound: float) -> str:
+    # An integer bound prints in full: "{:g}" would print 2**63 - 1 as 9.22337e+18.
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 FRACTION = Range(0, 1, min_inclusive=False, max_inclusive=False)
@@ -98,6 +103,8 @@ NON_NEGATIVE = Range(0)
 # The allowed range of each numeric parameter, for validate() and the help. A grid's
 # range applies to each of its values.
 RANGES = {
+    # NumPy's generators reject a negative seed, and Spark's take a Java long.
+    "seed": Range(0, 2**63 - 1),
     "test_fraction": FRACTION,
     "validation_fraction": FRACTION,
     "rank": COUNT,

@@ -158,7 +158,7 @@ def test_help_shows_defaults(capsys):
         "(each allowed [1, 1000]; default: 8,16,32)"
     ) in text
     assert "(each allowed [0, inf); default: 0.05,0.1,0.2)" in text
-    assert "(default: 42)" in text
+    assert "(allowed [0, 9223372036854775807]; default: 42)" in text
 
 
 @pytest.mark.parametrize("name", sorted(RANGES))

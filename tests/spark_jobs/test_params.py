@@ -50,6 +50,8 @@ def test_defaults_match_module_constants():
         ({"reg_grid": (0.1, float("inf"))}, "--reg-grid"),
         ({"bayes_samples": 1}, "--bayes-samples"),
         ({"implicit_max_iter": 1001}, "--implicit-max-iter"),
+        ({"seed": -1}, "--seed"),
+        ({"seed": 2**63}, "--seed"),
     ],
 )
 def test_validate_rejects_option(changes, option):
@@ -71,6 +73,8 @@ def test_validate_rejects_option(changes, option):
         {"split_method": "per-user"},
         {"split_method": "hash"},
         {"ordering": "reranked"},
+        {"seed": 0},
+        {"seed": 2**63 - 1},
     ],
 )
 def test_validate_accepts_boundary(changes):
@@ -87,6 +91,14 @@ def test_check_range_message_without_maximum():
     with pytest.raises(ParameterError) as raised:
         check_range("--y", -2, Range(0))
     assert str(raised.value) == "invalid value for --y: -2; allowed range is [0, inf)"
+
+
+def test_check_range_message_integer_bound_in_full():
+    with pytest.raises(ParameterError) as raised:
+        check_range("--seed", -1, params.RANGES["seed"])
+    assert str(raised.value) == (
+        "invalid value for --seed: -1; allowed range is [0, 9223372036854775807]"
+    )
 
 
 def test_with_values_keeps_other_fields():
