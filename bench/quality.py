@@ -40,6 +40,8 @@ PER_USER_TEST_FRACTION = 0.25
 PER_USER_K = 10
 PER_USER_SEEDS = (42, 43, 44, 45, 46)
 RANKING_METRICS = ("precision", "recall", "ndcg", "map")
+# The order in which train reports a rating model's settings.
+PARAMETER_ORDER = ("rank", "regParam", "maxIter", "samples", "burn_in")
 
 # Published numbers, as listed for this project: Surprise's benchmark table
 # (5-fold cross-validation) and the recommenders project's ml-100k benchmark.
@@ -87,6 +89,10 @@ def copy_load(source: Path, target: Path) -> None:
     shutil.copy(source / paths.LOAD_REPORT, target / paths.LOAD_REPORT)
     (target / paths.MANIFESTS).mkdir(exist_ok=True)
     shutil.copy(source / paths.MANIFESTS / "load.json", target / paths.MANIFESTS / "load.json")
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def fresh(directory: Path) -> Path:
@@ -210,19 +216,20 @@ def ml100k_per_user(spark, movielens: Path, work: Path) -> dict[str, Any]:
 
 
 def per_user_draw(spark, loaded: Path, work: Path, seed: int) -> dict[str, Any]:
-    """Split, tune, train and evaluate one draw of the per-user split, all with ``--seed``."""
+    """Split, tune, train and evaluate one draw of the per-user split, made with ``--seed``."""
     from spark_jobs import layout as paths
 
     started = time.monotonic()
     run = fresh(work / f"ml-100k-per-user-seed-{seed}")
     copy_load(loaded, run)
-    common = ["--output", str(run), "--seed", str(seed)]
+    output = ["--output", str(run)]
+    seeded = [*output, "--seed", str(seed)]
     split = ["--split-method", "per-user", "--test-fraction", str(PER_USER_TEST_FRACTION)]
     top_k = ["--top-k", str(PER_USER_K)]
-    run_stage(spark, ["split", *common, *split])
-    run_stage(spark, ["tune", *common, *top_k])
-    run_stage(spark, ["train", *common, *top_k])
-    run_stage(spark, ["evaluate", *common, *top_k])
+    run_stage(spark, ["split", *seeded, *split])
+    run_stage(spark, ["tune", *seeded, *top_k])
+    run_stage(spark, ["train", *seeded, *top_k])
+    run_stage(spark, ["evaluate", *output, *top_k])
     metrics = json.loads((run / paths.METRICS).read_text())
     ranking = metrics["ranking"]
     lists = {
@@ -254,15 +261,16 @@ def markdown(results: dict[str, Any]) -> str:
         "# Model quality",
         "",
         f"Measured by `python -m bench.quality` on {results['machine']}, "
-        f"{results['measured_at']}. Every setting was chosen by the tune stage on "
+        f"{results['measured_at']}; a protocol left out of that run keeps its own earlier "
+        "time, in the last column. Every setting was chosen by the tune stage on "
         "validation data carved from the training split.",
         "",
     ]
     if results.get("note"):
         lines += [results["note"], ""]
     lines += [
-        "| protocol | method | RMSE | P@10 | R@10 | NDCG@10 | MAP@10 | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| protocol | method | RMSE | P@10 | R@10 | NDCG@10 | MAP@10 | seconds | measured |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(value: Any, digits: int = 3) -> str:
@@ -281,12 +289,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | this pipeline ({_method_label(ours)}) "
             f"| {cell(ours.get('rmse'))} | {cell(ours.get('precision_at_10'), 4)} "
             f"| {cell(ours.get('recall_at_10'), 4)} | {cell(ours.get('ndcg_at_10'), 4)} "
-            f"| {cell(ours.get('map_at_10'), 4)} | {cell(ours.get('seconds'), 1)} |"
+            f"| {cell(ours.get('map_at_10'), 4)} | {cell(ours.get('seconds'), 1)} "
+            f"| {cell(ours.get('measured_at'))} |"
         )
         for anchor in ANCHORS[name]:
             lines.append(
                 f"| {name} | {anchor['method']} (published) | {cell(anchor.get('rmse'))} "
-                f"| {cell(anchor.get('precision_at_10'))} | | | | |"
+                f"| {cell(anchor.get('precision_at_10'))} | | | | | |"
             )
     lines += ["", "Targets: " + json.dumps(TARGETS), ""]
     if "ml100k_folds" in results["protocols"]:
@@ -298,7 +307,10 @@ def markdown(results: dict[str, Any]) -> str:
         for fold in results["protocols"]["ml100k_folds"]["folds"]:
             params = dict(fold["params"])
             model = params.pop("model", "als")
-            settings = ", ".join(f"{key} {value}" for key, value in params.items())
+            # quality.json stores keys sorted, so a carried-over fold would list burn_in first.
+            order = [key for key in PARAMETER_ORDER if key in params]
+            keys = order + sorted(set(params) - set(order))
+            settings = ", ".join(f"{key} {params[key]}" for key in keys)
             validation = fold.get("validation_rmse", {})
             lines.append(
                 f"| {fold['fold']} | {fold['rmse']:.4f} | {model} | {settings} "
@@ -366,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         # Written after every protocol, so a long run that is stopped keeps what it measured.
         results = {
-            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "measured_at": utc_now(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "protocols": protocols,
             "anchors": ANCHORS,
@@ -377,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "small_80_20" in chosen:
         # First, alone, so its wall time includes a cold JVM start and no other Spark work.
-        protocols["small_80_20"] = small_80_20(movielens, work)
+        protocols["small_80_20"] = {**small_80_20(movielens, work), "measured_at": utc_now()}
         save()
     spark_protocols = [name for name in chosen if name != "small_80_20"]
     if spark_protocols:
@@ -385,13 +397,27 @@ def main(argv: list[str] | None = None) -> int:
 
         spark = build_session("bench.quality")
         if "ml100k_per_user" in spark_protocols:
-            protocols["ml100k_per_user"] = ml100k_per_user(spark, movielens, work)
+            protocols["ml100k_per_user"] = {
+                **ml100k_per_user(spark, movielens, work),
+                "measured_at": utc_now(),
+            }
             save()
         if "ml100k_folds" in spark_protocols:
-            protocols["ml100k_folds"] = ml100k_folds(spark, movielens, work)
+            protocols["ml100k_folds"] = {
+                **ml100k_folds(spark, movielens, work),
+                "measured_at": utc_now(),
+            }
             save()
         spark.stop()
-    print(json.dumps({name: value.get("rmse") for name, value in protocols.items()}, indent=2))
+    summary = {
+        name: {
+            key: value[key]
+            for key in ("rmse", f"precision_at_{PER_USER_K}", "measured_at")
+            if key in value
+        }
+        for name, value in protocols.items()
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The quality benchmark's per-user protocol: the mean of its draws and their table."""
+"""The quality benchmark: the mean of the per-user draws, and the Markdown tables."""
 
 from __future__ import annotations
 
@@ -61,3 +61,18 @@ def test_markdown_prints_four_digits_and_draws(monkeypatch, tmp_path: Path):
     assert "| 0.4196 |" in summary[0]
     for seed in quality.PER_USER_SEEDS:
         assert f"| --seed {seed} | implicit | 0.4196 |" in page
+
+
+def test_markdown_fold_settings_in_train_order():
+    fold = {
+        "fold": "u1",
+        "rmse": 0.9,
+        "params": {"burn_in": 20, "model": "bayes", "rank": 16, "samples": 100},
+        "validation_rmse": {"als": 0.92, "bayes": 0.90},
+    }
+    protocol = {"rmse": 0.9, "folds": [fold], "seconds": 1.0, "measured_at": "2026-01-02 03:04 UTC"}
+    page = quality.markdown(
+        {"machine": "test", "measured_at": "now", "protocols": {"ml100k_folds": protocol}}
+    )
+    assert "| u1 | 0.9000 | bayes | rank 16, samples 100, burn_in 20 |" in page
+    assert "| 1.0 | 2026-01-02 03:04 UTC |" in page
