@@ -228,10 +228,9 @@ class StageCommit:
         ]
         if removed:
             logger.info(
-                "%s: uncommitted %s, which were made from the earlier %s output. Rerun them.",
+                "%s: uncommitted the stages made from its earlier output (%s). Rerun them.",
                 self.stage,
                 ", ".join(removed),
-                self.stage,
             )
 
     def _remove_staging(self) -> None:
@@ -242,7 +241,7 @@ class StageCommit:
 
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
         if exc_type is not None:
-            if self._discarded:
+            if self._discarded or not fs.exists(self.spark, self.staging_root):
                 logger.error("%s: failed, nothing committed", self.stage)
             else:
                 logger.error(

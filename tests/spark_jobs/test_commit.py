@@ -85,6 +85,25 @@ def test_commit_failure_leaves_stage_uncommitted(spark, tmp_path):
     assert "--source SOURCE" in str(raised.value)
 
 
+def test_failure_log_names_written_staging(spark, tmp_path, caplog):
+    layout = RunLayout(str(tmp_path / "run"))
+
+    with caplog.at_level("ERROR", logger="spark_jobs.commit"):
+        with pytest.raises(RuntimeError):
+            with StageCommit(spark, layout, "load"):
+                raise RuntimeError("source not found")
+    assert "load: failed, nothing committed" in caplog.text
+    assert "_staging" not in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="spark_jobs.commit"):
+        with pytest.raises(RuntimeError):
+            with StageCommit(spark, layout, "load") as commit:
+                ratings_frame(spark, [(5, 5, 5.0, 5)]).write.parquet(commit.staging_path("ratings"))
+                raise RuntimeError("disk on fire")
+    assert f"load: failed, outputs left uncommitted in {commit.staging_root}" in caplog.text
+
+
 def test_commit_rerun_replaces_outputs(spark, tmp_path):
     first = commit_load(spark, tmp_path, [(1, 2, 3.0, 10), (2, 2, 3.0, 10)])
     second = commit_load(spark, tmp_path, [(7, 8, 1.0, 10)])
@@ -192,7 +211,7 @@ def test_stage_rejects_tune_made_before_split_rerun(spark, tmp_path):
     assert check_lineage({"split": first_split, "tune": tune_commit.manifest})
 
 
-def test_commit_uncommits_stages_made_from_earlier_outputs(spark, tmp_path):
+def test_commit_uncommits_stages_made_from_earlier_outputs(spark, tmp_path, caplog):
     commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
     layout = RunLayout(str(tmp_path))
     load = read_manifest(spark, layout, "load")
@@ -202,8 +221,10 @@ def test_commit_uncommits_stages_made_from_earlier_outputs(spark, tmp_path):
     with StageCommit(spark, layout, "tune", inputs={"split": split}):
         pass
 
-    commit_split(spark, tmp_path)
+    with caplog.at_level("INFO", logger="spark_jobs.commit"):
+        commit_split(spark, tmp_path)
 
+    assert "split: uncommitted the stages made from its earlier output (tune)." in caplog.text
     assert not (tmp_path / "_manifests" / "tune.json").exists()
     assert (tmp_path / "_manifests" / "explore.json").exists()
     assert (tmp_path / "_manifests" / "split.json").exists()
