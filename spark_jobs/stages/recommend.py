@@ -134,7 +134,8 @@ def run(context: StageContext) -> dict[str, Any]:
 
     rating_model = RatingModel.load(spark, join_uri(layout.root, RATING_MODEL))
     model_choice = fs.read_json(spark, join_uri(layout.root, MODEL_CHOICE))
-    if params.ordering == "default":
+    if params.ordering != "rating":
+        # Tune chose the ranking model and the default list by their precision at its k.
         warn_if_k_differs("recommend", model_choice, k)
     default = model_choice["default_list"]
     spec = list_spec(params.ordering, default, k)

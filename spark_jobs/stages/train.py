@@ -109,6 +109,11 @@ def chosen_settings(
             settings["model"] = ALS_KIND
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
         ranker = chosen.get("ranker", ranker)
+    else:
+        logger.info(
+            "train: tune has not run in %s, so train uses the command line and the defaults",
+            layout.root,
+        )
     for kind, names in MODEL_OPTIONS.items():
         unused = given_options(context, names)
         if kind != settings["model"] and unused:
@@ -128,7 +133,8 @@ def warn_if_k_differs(stage: str, choice: dict[str, Any], k: int) -> None:
     chosen_at = choice.get("chosen_at_k")
     if chosen_at is not None and chosen_at != k:
         logging.getLogger(f"spark_jobs.stages.{stage}").warning(
-            "%s: --top-k %d, but tune chose the default list by its precision at k = %d. "
+            "%s: --top-k %d, but tune chose the default list and the ranking model by their "
+            "precision at k = %d. "
             "Give tune and %s the same --top-k to compare like with like.",
             stage,
             k,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 
 import pytest
 from pyspark.sql import functions as F
@@ -95,6 +96,22 @@ def test_ordering_descends_by_predicted_rating(spark, tmp_path_factory, ordering
     for user, items in _by_user(rows).items():
         ratings = [item["predicted_rating"] for item in items]
         assert ratings == sorted(ratings, reverse=True), user
+
+
+@pytest.mark.parametrize(("ordering", "warned"), [("reranked", True), ("rating", False)])
+def test_k_warning_for_ranking_model_lists(spark, tmp_path_factory, caplog, ordering, warned):
+    layout = trained_run(spark, tmp_path_factory)
+    choice_uri = layout.path(train.MODEL_CHOICE)
+    choice = fs.read_json(spark, choice_uri)
+    fs.write_json(spark, choice_uri, {**choice, "chosen_at_k": K + 1})
+    try:
+        with caplog.at_level(logging.WARNING, logger="spark_jobs.stages.recommend"):
+            recommend.run(context_for(spark, layout, explicit={"top_k": K, "ordering": ordering}))
+    finally:
+        fs.write_json(spark, choice_uri, choice)
+        recommend.run(context_for(spark, layout, explicit={"top_k": K}))
+
+    assert (f"recommend: --top-k {K}, but tune chose" in caplog.text) is warned
 
 
 def test_unknown_user_is_rejected(spark, tmp_path_factory):

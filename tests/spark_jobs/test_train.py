@@ -101,13 +101,15 @@ def test_chosen_settings_reads_old_results(spark, tmp_path):
     assert overridden["maxIter"] == 5
 
 
-def test_split_rerun_drops_tunes_choice(spark, tmp_path):
+def test_split_rerun_drops_tunes_choice(spark, tmp_path, caplog):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     split.run(context_for(spark, layout))
     _commit_fake_tune(spark, layout)
     split.run(context_for(spark, layout, explicit={"seed": 7}))
-    summary = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
+    with caplog.at_level(logging.INFO, logger="spark_jobs.stages.train"):
+        summary = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
     metrics = fs.read_json(spark, layout.metrics)
+    assert f"train: tune has not run in {layout.root}" in caplog.text
     assert metrics["params_source"] == "command line and defaults"
     assert summary["params"]["rank"] == Parameters().rank
 
