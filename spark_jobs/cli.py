@@ -88,7 +88,10 @@ PARAMETER_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "(Bayesian factorisation by Gibbs sampling)",
     ),
     "bayes_rank": (int, "latent factors of the Bayesian rating model"),
-    "bayes_samples": (int, "Gibbs samples of the Bayesian rating model; the first fifth are burn-in"),
+    "bayes_samples": (
+        int,
+        "Gibbs samples of the Bayesian rating model; the first fifth are burn-in",
+    ),
     "ordering": (
         str,
         "top-k list to write: default (the list tune measured best), rating (every unrated "
@@ -163,15 +166,43 @@ def input_uris(args: argparse.Namespace) -> list[str]:
             uris = [builtin_sample_path()]
         else:
             uris = [args.source]
-        return uris + [uri for uri in (getattr(args, "train", None), getattr(args, "test", None)) if uri]
+        return uris + [
+            uri for uri in (getattr(args, "train", None), getattr(args, "test", None)) if uri
+        ]
     return [RunLayout(args.output).ratings]
 
 
+DESCRIPTION = (
+    "Train an ALS recommender on MovieLens ratings, one stage at a time or all stages with "
+    "'pipeline'. Every stage reads its inputs from and writes its outputs to the run "
+    "directory given by --output. Options are checked before Spark starts."
+)
+EXAMPLE = "example: python -m spark_jobs pipeline --output runs/demo"
+STAGE_HELP = {
+    "load": "read MovieLens ratings and movies, check every row and quarantine the rows that fail",
+    "explore": "write summary statistics and two plots of the loaded ratings",
+    "split": "hold out test ratings by hash or per user, or read given train and test files",
+    "tune": "choose the rating model, its settings and the default top-k list on validation "
+    "carves of the training split",
+    "train": "fit the rating and ranking models on the whole training split",
+    "evaluate": "add precision, recall, NDCG and MAP at k of each top-k list to metrics.json",
+    "recommend": "write each user's top k movies, never one the user has rated",
+}
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m spark_jobs", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m spark_jobs", description=DESCRIPTION, epilog=EXAMPLE
+    )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     for stage in STAGES:
-        stage_parser = subcommands.add_parser(stage, help=f"run the {stage} stage")
+        stage_parser = subcommands.add_parser(
+            stage, help=STAGE_HELP[stage], description=_sentence(STAGE_HELP[stage])
+        )
         _add_common_options(stage_parser)
         add_parameter_options(stage_parser, STAGE_PARAMETERS[stage], stage)
         if stage == "load":
@@ -184,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "recommend":
             stage_parser.add_argument("--user", type=int, help="print this user's list")
 
-    pipeline = subcommands.add_parser("pipeline", help="run every stage in order")
+    pipeline = subcommands.add_parser(
+        "pipeline",
+        help="run every stage in order",
+        description="Run every stage in order, in one Spark session.",
+    )
     _add_common_options(pipeline)
     pipeline.add_argument(
         "--source",
@@ -222,8 +257,13 @@ def _normalise(uri: str) -> str:
 
 
 def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
-    """Raise ParameterError when the run directory is inside (or is) one of the inputs."""
+    """Raise ParameterError when the run directory is a file, or inside (or is) one of the inputs."""
     out = _normalise(output)
+    # _normalise leaves a remote URI as it is, and no local file has that name.
+    if os.path.isfile(out.rstrip("/")):
+        raise ParameterError(
+            f"invalid value for --output: {output!r} is a file; give a directory, new or existing"
+        )
     for option, value in inputs.items():
         if value is None:
             continue

@@ -60,7 +60,7 @@ STAGE_PARAMETERS: dict[str, tuple[str, ...]] = {
         "implicit_max_iter",
         "implicit_alpha",
     ),
-    "evaluate": ("seed", "top_k"),
+    "evaluate": ("top_k",),
     "recommend": ("top_k", "ordering"),
 }
 

@@ -10,6 +10,7 @@ import spark_jobs.session
 from spark_jobs import cli
 from spark_jobs.params import RANGES
 from spark_jobs.steps import STAGE_PARAMETERS
+from spark_jobs.steps import STAGES
 from spark_jobs.steps import option_name
 
 
@@ -103,6 +104,20 @@ def test_cli_rejects_output_inside_source_alias(session_calls, capsys, tmp_path,
     assert code == 2
     assert session_calls == []
     assert "inside the input --source" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["path", "file_uri"])
+def test_cli_rejects_output_that_is_file(session_calls, capsys, tmp_path, form):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("not a run directory\n")
+    output = {"path": str(existing), "file_uri": f"file://{existing}"}[form]
+
+    code = cli.main(["explore", "--output", output])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"invalid value for --output: '{output}' is a file" in message
 
 
 def test_cli_rejects_output_equal_to_s3_source(session_calls, capsys):
@@ -212,3 +227,28 @@ def test_help_lists_allowed_names(capsys):
     assert "--split-method {hash,per-user}" in split_help
     assert "--ordering {default,rating,implicit,reranked}" in recommend_help
     assert "--rating-model {als,bayes}" in train_help
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help_describes_stage(capsys, stage):
+    with pytest.raises(SystemExit) as raised:
+        cli.main([stage, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert raised.value.code == 0
+    assert cli.STAGE_HELP[stage][1:] + "." in text
+
+
+def test_top_level_help_for_users(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "example: python -m spark_jobs pipeline --output runs/demo" in text
+    assert "``" not in text
+
+
+def test_evaluate_takes_no_seed(session_calls, capsys, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["evaluate", "--output", str(tmp_path), "--seed", "7"])
+    assert raised.value.code == 2
+    assert "unrecognized arguments: --seed 7" in capsys.readouterr().err
+    assert session_calls == []
