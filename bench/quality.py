@@ -14,7 +14,7 @@ Protocols (the tune stage picks every setting from training data alone):
   their mean beside each draw's figures.
 
 Writes bench/results/quality.json and quality.md. Run directories go under
-``--work`` (default bench/results/tmp, which git ignores).
+``--work`` (default /tmp/bench-data/quality), outside the repository.
 """
 
 from __future__ import annotations
@@ -345,19 +345,32 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__)
-    parser.add_argument("--movielens", default=str(DEFAULT_MOVIELENS))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quality",
+        # The module doc, without its reStructuredText markup and in its own line breaks.
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--movielens",
+        default=str(DEFAULT_MOVIELENS),
+        help="folder containing ml-100k and ml-latest-small (default: %(default)s)",
+    )
     parser.add_argument(
         "--work",
         default="/tmp/bench-data/quality",
-        help="run directories and copies of the loaded data, kept out of the repository",
+        help="folder for run directories and copies of the loaded data (default: %(default)s)",
     )
     parser.add_argument(
         "--protocols",
         default=",".join(PROTOCOLS),
         help="comma-separated subset of " + ", ".join(PROTOCOLS),
     )
-    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="folder for quality.json and quality.md (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
