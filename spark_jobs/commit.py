@@ -208,8 +208,19 @@ class StageCommit:
         The stage's other outputs are deleted and no manifest is written, so the
         stage stays uncommitted while its user can read what was rejected.
         """
-        for output in STAGE_OUTPUTS[self.stage]:
-            fs.delete(self.spark, self.layout.path(output))
+        relatives = tuple(relatives)
+        removed = [
+            output
+            for output in STAGE_OUTPUTS[self.stage]
+            if fs.delete(self.spark, self.layout.path(output)) and output not in relatives
+        ]
+        if removed:
+            logger.warning(
+                "%s: rejected its input, so the earlier %s outputs were removed: %s",
+                self.stage,
+                self.stage,
+                ", ".join(removed),
+            )
         for relative in relatives:
             fs.rename(self.spark, self.staging_path(relative), self.layout.path(relative))
         self._remove_staging()

@@ -104,6 +104,25 @@ def test_failure_log_names_written_staging(spark, tmp_path, caplog):
     assert f"load: failed, outputs left uncommitted in {commit.staging_root}" in caplog.text
 
 
+def test_rejected_rerun_logs_removed_outputs(spark, tmp_path, caplog):
+    commit_load(spark, tmp_path, [(1, 2, 3.0, 10)])
+    layout = RunLayout(str(tmp_path))
+
+    with caplog.at_level("WARNING", logger="spark_jobs.commit"):
+        with pytest.raises(RuntimeError, match="too many invalid rows"):
+            with StageCommit(spark, layout, "load") as commit:
+                quarantine = commit.staging_path("quarantine")
+                ratings_frame(spark, [(5, 5, 9.0, 5)]).write.parquet(quarantine)
+                commit.publish_rejected(("quarantine",))
+                raise RuntimeError("too many invalid rows")
+
+    assert "load: rejected its input, so the earlier load outputs were removed: ratings" in (
+        caplog.text
+    )
+    assert not (tmp_path / "ratings").exists()
+    assert (tmp_path / "quarantine").exists()
+
+
 def test_commit_rerun_replaces_outputs(spark, tmp_path):
     first = commit_load(spark, tmp_path, [(1, 2, 3.0, 10), (2, 2, 3.0, 10)])
     second = commit_load(spark, tmp_path, [(7, 8, 1.0, 10)])
@@ -250,9 +269,7 @@ def report_counts(root: Path) -> dict:
     return {key: report[key] for key in ("rows_read", "rows_accepted", "rows_quarantined")}
 
 
-def test_killed_load_rejected_then_rerun(
-    spark, ml_latest_small, tmp_path, monkeypatch, capsys
-):
+def test_killed_load_rejected_then_rerun(spark, ml_latest_small, tmp_path, monkeypatch, capsys):
     killed_run, clean_run = tmp_path / "killed", tmp_path / "clean"
     command = [sys.executable, "-m", "spark_jobs", "load", "--source", str(ml_latest_small)]
     environment = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
