@@ -7,14 +7,18 @@ expressions with no Python UDFs, so no rating passes through a Python worker.
 Parsing never drops a line silently. Each line of an input file either becomes a
 row or is marked with a quarantine reason, so for every file
 ``rows_read == rows_accepted + rows_quarantined``. Header lines of the CSV layouts
-are the only lines that are neither; they are counted separately.
+are the only lines that are neither; they are counted separately. The load stage
+checks a CSV file's header line before parsing its rows and matches the columns by
+name (header_positions), so their order in the file does not matter.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -135,9 +139,10 @@ STEP_TOLERANCE = 1e-6
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 ID_PATTERN = r"^[0-9]{1,10}$"
 TIMESTAMP_PATTERN = r"^-?[0-9]{1,18}$"
-# movieId,title,genres where the title may be double-quoted (with "" for a quote) and
-# then may contain commas. Genres never contain a comma.
-CSV_MOVIE_PATTERN = r'^([^,]*),("(?:[^"]|"")*"|[^,]*),([^,]*)$'
+# Fields of a movies.csv line, for csv_movie_pattern. The title may be double-quoted
+# (with "" for a quote) and then may contain commas. Ids and genres never contain a comma.
+CSV_PLAIN_FIELD = r"([^,]*)"
+CSV_QUOTABLE_FIELD = r'("(?:[^"]|"")*"|[^,]*)'
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,17 @@ class TextFile:
     field_count: int
     encoding: str = UTF_8
     header: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The column names of ``header`` in the layout's order (empty without a header)."""
+        if self.header is None:
+            return ()
+        return tuple(self.header.split(self.separator))
+
+    def default_positions(self) -> tuple[int, ...]:
+        """Return the position of each column in a file laid out in the layout's order."""
+        return tuple(range(self.field_count))
 
 
 def reason_rule(
@@ -371,11 +387,17 @@ def _decoded_text(encoding: str) -> tuple[Column, Column]:
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
-def decode_lines(lines: DataFrame, text_file: TextFile) -> DataFrame:
+def decode_lines(
+    lines: DataFrame, text_file: TextFile, header_required: bool = False
+) -> DataFrame:
     """Decode the bytes of each line and mark the header line.
 
     Adds ``text`` (without a trailing "\\r" or a leading byte-order mark),
-    ``valid_encoding`` and ``is_header``, and drops ``bytes``.
+    ``valid_encoding`` and ``is_header``, and drops ``bytes``. With
+    ``header_required`` and a layout header, line 1 is the header, and the caller
+    checks it with header_positions (decode_with_header does both). Otherwise line 1
+    is the header only when it equals ``text_file.header`` without case or
+    surrounding spaces, which is how split reads its optional header.
     """
     text, valid = _decoded_text(text_file.encoding)
     text = F.regexp_replace(text, "\r\\z", "")
@@ -383,11 +405,93 @@ def decode_lines(lines: DataFrame, text_file: TextFile) -> DataFrame:
     decoded = lines.withColumn(TEXT, text).withColumn(VALID_ENCODING, valid)
     if text_file.header is None:
         is_header = F.lit(False)
+    elif header_required:
+        is_header = F.col(LINE_NUMBER) == 1
     else:
         is_header = (F.col(LINE_NUMBER) == 1) & (
             F.lower(F.trim(F.col(TEXT))) == text_file.header.lower()
         )
     return decoded.withColumn(IS_HEADER, is_header).drop(BYTES)
+
+
+def header_positions(text_file: TextFile, line: str, uri: str) -> tuple[int, ...]:
+    """Match the header line of a CSV file to the layout's columns by name.
+
+    ``line`` is the decoded line 1 of the file at ``uri``. Returns the position in
+    the file of each of ``text_file.columns``, in the layout's order: (1, 0, 2, 3)
+    for a ratings.csv whose header is movieId,userId,rating,timestamp. Names are
+    compared without case or surrounding spaces. Raises InputDataError when line 1
+    is blank or a data row, or when it lacks a column, repeats one, or has a column
+    that the layout does not have.
+    """
+    canonical = {column.lower(): column for column in text_file.columns}
+    found = [name.strip() for name in line.split(text_file.separator)]
+    positions: dict[str, int] = {}
+    unknown: list[str] = []
+    repeated: list[str] = []
+    for position, name in enumerate(found):
+        column = canonical.get(name.lower())
+        if column is None:
+            unknown.append(name)
+        elif column in positions:
+            repeated.append(name)
+        else:
+            positions[column] = position
+    missing = [column for column in text_file.columns if column not in positions]
+    if not (missing or unknown or repeated):
+        return tuple(positions[column] for column in text_file.columns)
+
+    add_header = "Add the header line as line 1 and rerun load."
+    if not line.strip():
+        problem = f"missing header line in {uri}: line 1 is blank"
+        raise _header_error(text_file, problem, add_header)
+    # A data row in the layout's order starts with an id, which no column name matches.
+    if not positions and re.match(NUMBER_PATTERN, found[0]):
+        problem = f"missing header line in {uri}: line 1 is the data row {_shorten(line)!r}"
+        raise _header_error(text_file, problem, add_header)
+    faults = []
+    if missing:
+        faults.append(f"is missing the {_column_list(missing, quote=False)}")
+    if unknown:
+        faults.append(f"has the unknown {_column_list(unknown, quote=True)}")
+    if repeated:
+        faults.append(f"repeats the {_column_list(repeated, quote=True)}")
+    found_line = _shorten(line)
+    problem = f"invalid header line in {uri}: found {found_line!r}, which {' and '.join(faults)}"
+    raise _header_error(text_file, problem, "Correct line 1 of the file and rerun load.")
+
+
+def _column_list(names: Sequence[str], quote: bool) -> str:
+    noun = "column" if len(names) == 1 else "columns"
+    formatted = [repr(name) if quote else name for name in names]
+    return f"{noun} {', '.join(formatted)}"
+
+
+def _header_error(text_file: TextFile, problem: str, fix: str) -> InputDataError:
+    expected = text_file.separator.join(text_file.columns)
+    return InputDataError(
+        f"{problem}. Expected a header line with the columns {expected}, each once and in "
+        f"any order, because load matches the columns of {text_file.name} by name. {fix}"
+    )
+
+
+def decode_with_header(
+    lines: DataFrame, text_file: TextFile, uri: str
+) -> tuple[DataFrame, tuple[int, ...]]:
+    """Decode the lines of the file at ``uri`` and match its header line by name.
+
+    Returns the decoded lines and the position of each layout column, as
+    header_positions does. A layout without a header, and an empty file, get the
+    layout's order, so the caller reports an empty file as it does for any layout.
+    Raises InputDataError as header_positions does, after one Spark job for line 1.
+    """
+    if text_file.header is None:
+        return decode_lines(lines, text_file), text_file.default_positions()
+    decoded = decode_lines(lines, text_file, header_required=True)
+    first = decoded.filter(F.col(LINE_NUMBER) == 1).select(TEXT).first()
+    if first is None:
+        return decoded, text_file.default_positions()
+    return decoded, header_positions(text_file, first[TEXT], uri)
 
 
 def _split_fields(text_file: TextFile) -> Column:
@@ -429,51 +533,77 @@ def _line_reason(field_count_ok: Column) -> Column:
     )
 
 
-def parse_ratings(decoded: DataFrame, text_file: TextFile, scale: RatingScale) -> DataFrame:
+def parse_ratings(
+    decoded: DataFrame,
+    text_file: TextFile,
+    scale: RatingScale,
+    positions: Sequence[int] | None = None,
+) -> DataFrame:
     """Parse decoded rating lines into typed columns and a quarantine reason.
 
     Returns source_file, line_number, raw_line, reason, userId, movieId, rating,
     timestamp for every line. ``reason`` is null for a valid line, HEADER_LINE for
     the header, and otherwise the first check the line failed. The typed columns are
     null unless the line is valid. Duplicates are marked by mark_duplicates.
+    ``positions`` gives the field positions of userId, movieId, rating and timestamp,
+    as header_positions returns them, and defaults to that order.
     """
+    user_at, movie_at, rating_at, timestamp_at = positions or text_file.default_positions()
     fields = _split_fields(text_file)
     data = decoded.withColumn("_fields", fields)
     field = F.col("_fields")
     reason = F.when(F.col(IS_HEADER), F.lit(HEADER_LINE)).otherwise(
         F.coalesce(
             _line_reason(F.size(field) == text_file.field_count),
-            _id_reason(field[0]),
-            _id_reason(field[1]),
-            _rating_reason(field[2], scale),
-            _timestamp_reason(field[3]),
+            _id_reason(field[user_at]),
+            _id_reason(field[movie_at]),
+            _rating_reason(field[rating_at], scale),
+            _timestamp_reason(field[timestamp_at]),
         )
     )
     valid = reason.isNull()
-    timestamp = F.trim(field[3])
+    timestamp = F.trim(field[timestamp_at])
     return data.select(
         F.col(SOURCE_FILE),
         F.col(LINE_NUMBER),
         F.col(TEXT).alias(RAW_LINE),
         reason.alias(REASON),
-        F.when(valid, F.trim(field[0]).cast("int")).alias(USER),
-        F.when(valid, F.trim(field[1]).cast("int")).alias(MOVIE),
-        F.when(valid, F.trim(field[2]).cast("float")).alias(RATING),
+        F.when(valid, F.trim(field[user_at]).cast("int")).alias(USER),
+        F.when(valid, F.trim(field[movie_at]).cast("int")).alias(MOVIE),
+        F.when(valid, F.trim(field[rating_at]).cast("float")).alias(RATING),
         F.when(valid & (timestamp != ""), timestamp.cast(LongType())).alias(TIMESTAMP),
     )
 
 
-def _csv_movie_fields(data: DataFrame) -> tuple[DataFrame, Column, Column, Column, Column]:
+def csv_movie_pattern(positions: Sequence[int]) -> str:
+    """Return a regular expression that matches a movies.csv line, with one group per field.
+
+    ``positions`` gives the field positions of movieId, title and genres. Only the
+    title field may be double-quoted.
+    """
+    title_at = positions[1]
+    fields = [
+        CSV_QUOTABLE_FIELD if position == title_at else CSV_PLAIN_FIELD
+        for position in range(len(positions))
+    ]
+    return "^" + ",".join(fields) + "$"
+
+
+def _csv_movie_fields(
+    data: DataFrame, positions: Sequence[int]
+) -> tuple[DataFrame, Column, Column, Column, Column]:
+    pattern = csv_movie_pattern(positions)
+    movie_group, title_group, genres_group = (position + 1 for position in positions)
     text = F.col(TEXT)
-    data = data.withColumn("_title", F.regexp_extract(text, CSV_MOVIE_PATTERN, 2))
+    data = data.withColumn("_title", F.regexp_extract(text, pattern, title_group))
     quoted_title = F.col("_title")
     unquoted = F.regexp_replace(
         F.expr("substring(_title, 2, length(_title) - 2)"), '""', '"'
     )
     title = F.when(quoted_title.startswith('"'), unquoted).otherwise(quoted_title)
-    matches = text.rlike(CSV_MOVIE_PATTERN)
-    movie_id = F.regexp_extract(text, CSV_MOVIE_PATTERN, 1)
-    genres = F.regexp_extract(text, CSV_MOVIE_PATTERN, 3)
+    matches = text.rlike(pattern)
+    movie_id = F.regexp_extract(text, pattern, movie_group)
+    genres = F.regexp_extract(text, pattern, genres_group)
     return data, matches, movie_id, title, genres
 
 
@@ -487,16 +617,25 @@ def _item_genres(fields: Column) -> Column:
     return F.when(joined == "", F.lit(NO_GENRES)).otherwise(joined)
 
 
-def parse_movies(decoded: DataFrame, text_file: TextFile, movies_format: str) -> DataFrame:
+def parse_movies(
+    decoded: DataFrame,
+    text_file: TextFile,
+    movies_format: str,
+    positions: Sequence[int] | None = None,
+) -> DataFrame:
     """Parse decoded movie lines into movieId, title, genres and a quarantine reason.
 
     Returns source_file, line_number, raw_line, reason, movieId, title, genres for
     every line, with ``reason`` set as in parse_ratings. The movie columns are null
-    unless the line is valid.
+    unless the line is valid. ``positions`` gives the field positions of movieId,
+    title and genres in the "csv" format, the only one with a header, and defaults
+    to that order.
     """
     data = decoded
     if movies_format == "csv":
-        data, matches, movie_id, title, genres = _csv_movie_fields(data)
+        data, matches, movie_id, title, genres = _csv_movie_fields(
+            data, positions or text_file.default_positions()
+        )
     elif movies_format in ("dat", "item"):
         data = data.withColumn("_fields", _split_fields(text_file))
         fields = F.col("_fields")

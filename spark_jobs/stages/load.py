@@ -158,19 +158,26 @@ def resolve_source(spark: SparkSession, source: str | None, layout: RunLayout) -
     return Source(detected, description, files, fingerprint)
 
 
-def classify_ratings(lines: DataFrame, layout: Layout) -> DataFrame:
-    """Decode, parse and mark duplicate ratings; see formats.parse_ratings for the columns."""
-    decoded = formats.decode_lines(lines, layout.ratings)
-    parsed = formats.parse_ratings(decoded, layout.ratings, layout.scale)
+def classify_ratings(lines: DataFrame, layout: Layout, uri: str) -> DataFrame:
+    """Decode, parse and mark duplicate ratings; see formats.parse_ratings for the columns.
+
+    ``uri`` names the file in the InputDataError that formats.header_positions raises,
+    before any row is parsed, when the header line does not match the layout.
+    """
+    decoded, positions = formats.decode_with_header(lines, layout.ratings, uri)
+    parsed = formats.parse_ratings(decoded, layout.ratings, layout.scale, positions)
     return formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
 
 
-def classify_movies(lines: DataFrame, layout: Layout) -> DataFrame:
-    """Decode, parse and mark duplicate movies; see formats.parse_movies for the columns."""
+def classify_movies(lines: DataFrame, layout: Layout, uri: str) -> DataFrame:
+    """Decode, parse and mark duplicate movies; see formats.parse_movies for the columns.
+
+    ``uri`` is as in classify_ratings.
+    """
     if layout.movies is None or layout.movies_format is None:
         raise ValueError(f"layout {layout.name} has no movies file")
-    decoded = formats.decode_lines(lines, layout.movies)
-    parsed = formats.parse_movies(decoded, layout.movies, layout.movies_format)
+    decoded, positions = formats.decode_with_header(lines, layout.movies, uri)
+    parsed = formats.parse_movies(decoded, layout.movies, layout.movies_format, positions)
     return formats.mark_duplicates(parsed, (MOVIE,), formats.DUPLICATE_MOVIE)
 
 
@@ -271,8 +278,9 @@ def _rejection_message(
 def run(context: StageContext) -> dict[str, Any]:
     """Load --source into validated ratings and movies, and commit them with the report.
 
-    Raises InputDataError when the source is missing, unknown or empty, or when a
-    file has more quarantined rows than --max-quarantine-fraction allows.
+    Raises InputDataError when the source is missing, unknown or empty, when the
+    header line of a CSV file does not name the layout's columns, or when a file has
+    more quarantined rows than --max-quarantine-fraction allows.
     """
     spark, layout, params = context.spark, context.layout, context.params
     started = time.monotonic()
@@ -282,14 +290,15 @@ def run(context: StageContext) -> dict[str, Any]:
     }
     with StageCommit(spark, layout, "load", parameters=parameters) as commit:
         source = resolve_source(spark, context.source, layout)
+        ratings_lines = _lines(spark, source, "ratings", source.layout.ratings)
         classified = {
-            "ratings": classify_ratings(
-                _lines(spark, source, "ratings", source.layout.ratings), source.layout
-            )
+            "ratings": classify_ratings(ratings_lines, source.layout, source.files["ratings"])
         }
         if source.layout.movies is not None:
             movies_lines = _lines(spark, source, "movies", source.layout.movies)
-            classified["movies"] = classify_movies(movies_lines, source.layout)
+            classified["movies"] = classify_movies(
+                movies_lines, source.layout, source.files["movies"]
+            )
         for table in classified.values():
             table.persist(StorageLevel.MEMORY_AND_DISK)
         try:

@@ -45,6 +45,19 @@ def parsed_movies(spark, directory: Path, layout: formats.Layout, data: bytes) -
     return {row[LINE_NUMBER]: row for row in parsed.collect()}
 
 
+def parsed_with_header(spark, directory: Path, text_file: formats.TextFile, data: bytes) -> dict:
+    """Return {line_number: row} of a MovieLens CSV file parsed as load does, header first."""
+    layout = formats.MOVIELENS_CSV
+    uri = write_file(directory, text_file.name, data)
+    lines = formats.read_lines(spark, uri, text_file.name)
+    decoded, positions = formats.decode_with_header(lines, text_file, uri)
+    if text_file == layout.ratings:
+        parsed = formats.parse_ratings(decoded, text_file, layout.scale, positions)
+    else:
+        parsed = formats.parse_movies(decoded, text_file, layout.movies_format, positions)
+    return {row[LINE_NUMBER]: row for row in parsed.collect()}
+
+
 # --- layout detection ---------------------------------------------------------------
 
 
@@ -278,6 +291,157 @@ def test_mark_duplicates_keeps_first_occurrence(spark, tmp_path):
         5: None,
         6: formats.DUPLICATE_RATING,
     }
+
+
+# --- CSV header lines -------------------------------------------------------------------
+
+RATINGS_CSV = formats.MOVIELENS_CSV.ratings
+MOVIES_CSV = formats.MOVIELENS_CSV.movies
+
+
+@pytest.mark.parametrize(
+    ("header", "positions"),
+    [
+        ("userId,movieId,rating,timestamp", (0, 1, 2, 3)),
+        ("movieId,userId,rating,timestamp", (1, 0, 2, 3)),
+        ("timestamp,rating,movieId,userId", (3, 2, 1, 0)),
+        (" UserId , MOVIEID,rating,Timestamp ", (0, 1, 2, 3)),
+    ],
+)
+def test_header_positions_match_by_name(header, positions):
+    assert formats.header_positions(RATINGS_CSV, header, "s3://b/ratings.csv") == positions
+
+
+def test_header_positions_movies_csv():
+    assert formats.header_positions(MOVIES_CSV, "title,genres,movieId", "m.csv") == (2, 0, 1)
+
+
+def header_error(text_file: formats.TextFile, line: str) -> str:
+    with pytest.raises(InputDataError) as raised:
+        formats.header_positions(text_file, line, "s3://bucket/ml/ratings.csv")
+    return str(raised.value)
+
+
+def test_header_positions_missing_column():
+    message = header_error(RATINGS_CSV, "userId,movieId,timestamp")
+    assert message.startswith(
+        "invalid header line in s3://bucket/ml/ratings.csv: found 'userId,movieId,timestamp', "
+        "which is missing the column rating. "
+    )
+    assert "Expected a header line with the columns userId,movieId,rating,timestamp, " in message
+    assert "each once and in any order, because load matches the columns of ratings.csv " in message
+    assert message.endswith("Correct line 1 of the file and rerun load.")
+
+
+@pytest.mark.parametrize(
+    ("header", "fault"),
+    [
+        (
+            "userId,movieId,score,timestamp",
+            "is missing the column rating and has the unknown column 'score'",
+        ),
+        ("userId,movieId,rating,timestamp,tag", "which has the unknown column 'tag'."),
+        ("userId,movieId,rating,timestamp,", "which has the unknown column ''."),
+        (
+            "userId,userId,rating,timestamp",
+            "is missing the column movieId and repeats the column 'userId'",
+        ),
+        (
+            "userId;movieId;rating;timestamp",
+            "is missing the columns userId, movieId, rating, timestamp "
+            "and has the unknown column 'userId;movieId;rating;timestamp'",
+        ),
+        ("user,item,score,time", "has the unknown columns 'user', 'item', 'score', 'time'"),
+    ],
+)
+def test_header_positions_rejects_mismatch(header, fault):
+    message = header_error(RATINGS_CSV, header)
+    assert f"invalid header line in s3://bucket/ml/ratings.csv: found {header!r}" in message
+    assert fault in message
+
+
+def test_header_positions_rejects_data_row():
+    message = header_error(RATINGS_CSV, "1,296,5.0,1147880044")
+    assert message.startswith(
+        "missing header line in s3://bucket/ml/ratings.csv: "
+        "line 1 is the data row '1,296,5.0,1147880044'. "
+    )
+    assert message.endswith("Add the header line as line 1 and rerun load.")
+
+
+def test_header_positions_rejects_blank_line():
+    message = header_error(RATINGS_CSV, "  ")
+    assert message.startswith(
+        "missing header line in s3://bucket/ml/ratings.csv: line 1 is blank. "
+    )
+
+
+def test_headerless_movies_csv_first_line_is_data():
+    message = header_error(MOVIES_CSV, "1,Toy Story (1995),Animation")
+    assert "line 1 is the data row '1,Toy Story (1995),Animation'" in message
+    assert "the columns movieId,title,genres" in message
+
+
+def test_parse_ratings_reordered_header(spark, tmp_path):
+    data = (
+        b"\xef\xbb\xbfmovieId,userId,timestamp,rating\r\n"
+        b"296,1,1147880044,5.0\r\n"
+        b"306,2,,3.5\r\n"
+    )
+    rows = parsed_with_header(spark, tmp_path, RATINGS_CSV, data)
+
+    assert rows[1][REASON] == formats.HEADER_LINE
+    assert (rows[2][USER], rows[2][MOVIE], rows[2][RATING], rows[2][TIMESTAMP]) == (
+        1, 296, 5.0, 1147880044)
+    assert (rows[3][USER], rows[3][MOVIE], rows[3][RATING], rows[3][TIMESTAMP]) == (
+        2, 306, 3.5, None)
+    assert rows[3][REASON] is None
+
+
+def test_parse_ratings_checks_moved_fields(spark, tmp_path):
+    data = b"rating,movieId,userId,timestamp\n9,2,1,1\n4.0,x,1,1\n4.0,2,1,noon\n"
+    rows = parsed_with_header(spark, tmp_path, RATINGS_CSV, data)
+
+    assert rows[2][REASON] == formats.RATING_OUT_OF_RANGE
+    assert rows[3][REASON] == formats.INVALID_ID
+    assert rows[4][REASON] == formats.INVALID_TIMESTAMP
+
+
+def test_parse_movies_reordered_header(spark, tmp_path):
+    data = (
+        b'title,movieId,genres\n'
+        b'"American President, The (1995)",11,Comedy|Romance\n'
+        b'Plain (1999),13,Drama\n'
+        b'"Unclosed, (1999),14,Drama\n'
+    )
+    rows = parsed_with_header(spark, tmp_path, MOVIES_CSV, data)
+
+    assert rows[1][REASON] == formats.HEADER_LINE
+    assert (rows[2][MOVIE], rows[2][TITLE], rows[2][GENRES]) == (
+        11, "American President, The (1995)", "Comedy|Romance")
+    assert (rows[3][MOVIE], rows[3][TITLE], rows[3][GENRES]) == (13, "Plain (1999)", "Drama")
+    assert rows[4][REASON] == formats.WRONG_FIELD_COUNT
+
+
+def test_decode_with_header_rejects_bad_header(spark, tmp_path):
+    data = b"userId,movieId,timestamp\n1,296,1147880044\n"
+    with pytest.raises(InputDataError, match="is missing the column rating"):
+        parsed_with_header(spark, tmp_path, RATINGS_CSV, data)
+
+
+def test_decode_with_header_empty_file(spark, tmp_path):
+    assert parsed_with_header(spark, tmp_path, RATINGS_CSV, b"") == {}
+
+
+def test_decode_with_header_leaves_headerless_layouts(spark, tmp_path):
+    layout = formats.ML_100K
+    uri = write_file(tmp_path, "u.data", b"196\t242\t3\t881250949\n")
+    lines = formats.read_lines(spark, uri, "u.data")
+    decoded, positions = formats.decode_with_header(lines, layout.ratings, uri)
+    rows = formats.parse_ratings(decoded, layout.ratings, layout.scale, positions).collect()
+
+    assert positions == (0, 1, 2, 3)
+    assert [(row[REASON], row[USER], row[MOVIE]) for row in rows] == [(None, 196, 242)]
 
 
 # --- parsing movies -----------------------------------------------------------------------

@@ -177,13 +177,18 @@ def test_load_ml_1m_titles_are_latin1(spark, tmp_path):
 
 
 def write_csv_source(
-    directory: Path, rating_lines: list[str], movie_lines: tuple[str, ...] = ("1,A (2000),Drama",)
+    directory: Path,
+    rating_lines: list[str],
+    movie_lines: tuple[str, ...] = ("1,A (2000),Drama",),
+    ratings_header: str | None = "userId,movieId,rating,timestamp",
+    movies_header: str | None = "movieId,title,genres",
 ) -> Path:
+    """Write a ratings.csv and a movies.csv. A header of None leaves that file without one."""
     directory.mkdir()
-    ratings_header = "userId,movieId,rating,timestamp"
-    movies_header = "movieId,title,genres"
-    (directory / "ratings.csv").write_text("\n".join([ratings_header, *rating_lines]) + "\n")
-    (directory / "movies.csv").write_text("\n".join([movies_header, *movie_lines]) + "\n")
+    ratings = [ratings_header] if ratings_header is not None else []
+    movies = [movies_header] if movies_header is not None else []
+    (directory / "ratings.csv").write_text("\n".join([*ratings, *rating_lines]) + "\n")
+    (directory / "movies.csv").write_text("\n".join([*movies, *movie_lines]) + "\n")
     return directory
 
 
@@ -284,6 +289,137 @@ def test_load_at_default_threshold_commits(spark, tmp_path):
     summary = run_load(spark, tmp_path / "run", str(source))  # exactly 1% quarantined
     assert summary["ratings"] == 99
     assert summary["rows_quarantined"] == 1
+
+
+# --- CSV header lines ----------------------------------------------------------------
+
+
+def test_load_reads_reordered_ratings_header(spark, tmp_path):
+    lines = ["296,1,5.0,1147880044", "306,1,3.5,1147868817", "296,2,0.5,1147868828"]
+    movies = ("296,Pulp Fiction (1994),Crime", "306,Red (1994),Drama")
+    source = write_csv_source(
+        tmp_path / "source", lines, movies, ratings_header="movieId,userId,rating,timestamp"
+    )
+
+    # A high limit, so that a header read as a bad row would not stop the load either.
+    run_load(spark, tmp_path / "run", str(source), max_quarantine_fraction=0.5)
+    report = read_report(tmp_path / "run")
+    ratings = spark.read.parquet(str(tmp_path / "run" / "ratings"))
+    quarantine = spark.read.parquet(str(tmp_path / "run" / "quarantine"))
+    rated = {(row["userId"], row[MOVIE]): row["rating"] for row in ratings.collect()}
+
+    assert rated == {(1, 296): 5.0, (1, 306): 3.5, (2, 296): 0.5}
+    assert report["files"]["ratings"]["header_lines"] == 1
+    assert report["files"]["ratings"]["rows_read"] == 3
+    assert report["rows_quarantined"] == 0
+    assert report["ratings_without_movie"] == 0
+    assert quarantine.count() == 0
+
+
+def test_load_reads_reordered_movies_header(spark, tmp_path):
+    movies = (
+        '306,Drama,"Red, White (1994)"',
+        "296,Crime,Pulp Fiction (1994)",
+        "1,Comedy,Toy Story (1995)",
+        "2,Action,Heat (1995)",
+    )
+    ratings = ["1,296,5.0,1", "1,306,4.0,1"]
+    header = "movieId,genres,title"
+    source = write_csv_source(tmp_path / "source", ratings, movies, movies_header=header)
+
+    run_load(spark, tmp_path / "run", str(source), max_quarantine_fraction=0.5)
+    report = read_report(tmp_path / "run")
+    movies_table = spark.read.parquet(str(tmp_path / "run" / "movies"))
+    rows = {row[MOVIE]: (row[TITLE], row["genres"]) for row in movies_table.collect()}
+
+    assert rows[306] == ("Red, White (1994)", "Drama")
+    assert rows[296] == ("Pulp Fiction (1994)", "Crime")
+    assert len(rows) == 4
+    assert report["files"]["movies"]["header_lines"] == 1
+    assert report["files"]["movies"]["rows_quarantined"] == 0
+    assert report["ratings_without_movie"] == 0
+
+
+def assert_nothing_committed(spark, output: Path) -> None:
+    assert not (output / "ratings").exists()
+    assert not (output / "load_report.json").exists()
+    with pytest.raises(UncommittedInputError):
+        read_manifest(spark, RunLayout(str(output)), "load")
+
+
+def test_load_missing_column_names_file_and_column(spark, tmp_path):
+    source = write_csv_source(
+        tmp_path / "source", ["1,296,1147880044"], ratings_header="userId,movieId,timestamp"
+    )
+    output = tmp_path / "run"
+
+    with pytest.raises(InputDataError) as raised:
+        run_load(spark, output, str(source))
+
+    message = str(raised.value)
+    assert f"invalid header line in file://{source}/ratings.csv" in message
+    assert "found 'userId,movieId,timestamp', which is missing the column rating." in message
+    assert "Expected a header line with the columns userId,movieId,rating,timestamp" in message
+    assert "wrong_field_count" not in message
+    assert_nothing_committed(spark, output)
+
+
+def test_load_rejects_renamed_column(spark, tmp_path):
+    header = "userId,movieId,score,timestamp"
+    source = write_csv_source(tmp_path / "source", ["1,296,5.0,1147880044"], ratings_header=header)
+    output = tmp_path / "run"
+
+    with pytest.raises(InputDataError) as raised:
+        run_load(spark, output, str(source))
+
+    message = str(raised.value)
+    assert f"file://{source}/ratings.csv" in message
+    assert "is missing the column rating and has the unknown column 'score'" in message
+    assert_nothing_committed(spark, output)
+
+
+def test_load_rejects_extra_column(spark, tmp_path):
+    header = "userId,movieId,rating,timestamp,tag"
+    lines = ["1,296,5.0,1147880044,good"]
+    source = write_csv_source(tmp_path / "source", lines, ratings_header=header)
+    output = tmp_path / "run"
+
+    with pytest.raises(InputDataError) as raised:
+        run_load(spark, output, str(source))
+
+    message = str(raised.value)
+    assert f"found '{header}', which has the unknown column 'tag'" in message
+    assert_nothing_committed(spark, output)
+
+
+def test_load_rejects_renamed_movies_column(spark, tmp_path):
+    header = "movieId,name,genres"
+    source = write_csv_source(tmp_path / "source", ["1,1,5.0,1"], movies_header=header)
+    output = tmp_path / "run"
+
+    with pytest.raises(InputDataError) as raised:
+        run_load(spark, output, str(source))
+
+    message = str(raised.value)
+    assert f"invalid header line in file://{source}/movies.csv" in message
+    assert "is missing the column title and has the unknown column 'name'" in message
+    assert "Expected a header line with the columns movieId,title,genres" in message
+    assert_nothing_committed(spark, output)
+
+
+def test_load_rejects_headerless_ratings_csv(spark, tmp_path):
+    lines = ["1,296,5.0,1147880044", "1,306,3.5,1147868817"]
+    source = write_csv_source(tmp_path / "source", lines, ratings_header=None)
+    output = tmp_path / "run"
+
+    with pytest.raises(InputDataError) as raised:
+        run_load(spark, output, str(source))
+
+    message = str(raised.value)
+    assert f"missing header line in file://{source}/ratings.csv" in message
+    assert "line 1 is the data row '1,296,5.0,1147880044'" in message
+    assert "Add the header line as line 1 and rerun load." in message
+    assert_nothing_committed(spark, output)
 
 
 # --- errors that stop the load ----------------------------------------------------------

@@ -1,9 +1,10 @@
 """Property tests: generated malformed lines mixed with valid ones, through the real load parsing.
 
-Each example builds a ratings file (optionally with a byte-order mark, a header
-and CRLF line ends), reads it on the shared Spark session with formats.read_lines
-(Hadoop's line reader) or formats.lines_from_bytes (the driver path of the built-in
-sample), classifies it with load.classify_ratings and checks the accounting.
+Each example builds a ratings file (optionally with a byte-order mark and CRLF
+line ends, and with the header that its layout requires), reads it on the shared
+Spark session with formats.read_lines (Hadoop's line reader) or
+formats.lines_from_bytes (the driver path of the built-in sample), classifies it
+with load.classify_ratings and checks the accounting.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def ratings_file(draw):
     layout = draw(st.sampled_from(LAYOUTS))
     line = st.one_of(valid_line(layout), malformed_line(layout))
     lines = draw(st.lists(line, min_size=1, max_size=40))
-    has_header = layout.ratings.header is not None and draw(st.booleans())
+    # load rejects a CSV file without its header line, so every CSV example has one.
+    has_header = layout.ratings.header is not None
     return {
         "layout": layout,
         "lines": lines,
@@ -176,7 +178,7 @@ def test_load_accounts_for_every_line(spark, small_splits, case):
             lines = formats.lines_from_bytes(spark, layout.ratings.name, data)
         else:
             lines = formats.read_lines(spark, str(path), layout.ratings.name)
-        classified = load.classify_ratings(lines, layout)
+        classified = load.classify_ratings(lines, layout, str(path))
         rows = classified.select(LINE_NUMBER, REASON, USER, MOVIE, RATING).collect()
 
     # Counting the collected rows saves a Spark job per example; test_load checks
