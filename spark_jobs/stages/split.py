@@ -170,6 +170,8 @@ def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -
     if first is None:
         raise InputDataError(f"split file {uri} is empty; give a file with ratings")
     text_file = ratings_text_file(first["value"])
+    # NOTE: unlike load, split reads CSV columns by position. A header with the columns in
+    # another order is quarantined as a bad row, and each row's values go to the wrong columns.
     decoded = formats.decode_lines(formats.read_lines(spark, uri, uri), text_file)
     parsed = formats.parse_ratings(decoded, text_file, scale)
     parsed = formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
