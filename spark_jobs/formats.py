@@ -7,9 +7,9 @@ expressions with no Python UDFs, so no rating passes through a Python worker.
 Parsing never drops a line silently. Each line of an input file either becomes a
 row or is marked with a quarantine reason, so for every file
 ``rows_read == rows_accepted + rows_quarantined``. Header lines of the CSV layouts
-are the only lines that are neither; they are counted separately. The load stage
-checks a CSV file's header line before parsing its rows and matches the columns by
-name (header_positions), so their order in the file does not matter.
+are the only lines that are neither; they are counted separately. The load and
+split stages check a CSV file's header line before parsing its rows and match the
+columns by name (header_positions), so their order in the file does not matter.
 """
 
 from __future__ import annotations
@@ -355,7 +355,9 @@ def read_lines(spark: SparkSession, uri: str, file_name: str) -> DataFrame:
         lines_before += split["lines"]
     if not offsets:
         return spark.createDataFrame([], LINES_SCHEMA)
-    offset_map = F.create_map(*chain.from_iterable((F.lit(k), F.lit(v)) for k, v in offsets.items()))
+    offset_map = F.create_map(
+        *chain.from_iterable((F.lit(k), F.lit(v)) for k, v in offsets.items())
+    )
     return raw.select(
         F.lit(file_name).alias(SOURCE_FILE),
         (offset_map[F.col("_block")] + F.col("_position")).cast(LongType()).alias(LINE_NUMBER),
@@ -387,9 +389,7 @@ def _decoded_text(encoding: str) -> tuple[Column, Column]:
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
-def decode_lines(
-    lines: DataFrame, text_file: TextFile, header_required: bool = False
-) -> DataFrame:
+def decode_lines(lines: DataFrame, text_file: TextFile, header_required: bool = False) -> DataFrame:
     """Decode the bytes of each line and mark the header line.
 
     Adds ``text`` (without a trailing "\\r" or a leading byte-order mark),
@@ -397,7 +397,7 @@ def decode_lines(
     ``header_required`` and a layout header, line 1 is the header, and the caller
     checks it with header_positions (decode_with_header does both). Otherwise line 1
     is the header only when it equals ``text_file.header`` without case or
-    surrounding spaces, which is how split reads its optional header.
+    surrounding spaces.
     """
     text, valid = _decoded_text(text_file.encoding)
     text = F.regexp_replace(text, "\r\\z", "")
@@ -414,7 +414,9 @@ def decode_lines(
     return decoded.withColumn(IS_HEADER, is_header).drop(BYTES)
 
 
-def header_positions(text_file: TextFile, line: str, uri: str) -> tuple[int, ...]:
+def header_positions(
+    text_file: TextFile, line: str, uri: str, stage: str = "load"
+) -> tuple[int, ...]:
     """Match the header line of a CSV file to the layout's columns by name.
 
     ``line`` is the decoded line 1 of the file at ``uri``. Returns the position in
@@ -441,14 +443,14 @@ def header_positions(text_file: TextFile, line: str, uri: str) -> tuple[int, ...
     if not (missing or unknown or repeated):
         return tuple(positions[column] for column in text_file.columns)
 
-    add_header = "Add the header line as line 1 and rerun load."
+    add_header = f"Add the header line as line 1 and rerun {stage}."
     if not line.strip():
         problem = f"missing header line in {uri}: line 1 is blank"
-        raise _header_error(text_file, problem, add_header)
+        raise _header_error(text_file, problem, add_header, stage)
     # A data row in the layout's order starts with an id, which no column name matches.
     if not positions and re.match(NUMBER_PATTERN, found[0]):
         problem = f"missing header line in {uri}: line 1 is the data row {_shorten(line)!r}"
-        raise _header_error(text_file, problem, add_header)
+        raise _header_error(text_file, problem, add_header, stage)
     faults = []
     if missing:
         faults.append(f"is missing the {_column_list(missing, quote=False)}")
@@ -458,7 +460,7 @@ def header_positions(text_file: TextFile, line: str, uri: str) -> tuple[int, ...
         faults.append(f"repeats the {_column_list(repeated, quote=True)}")
     found_line = _shorten(line)
     problem = f"invalid header line in {uri}: found {found_line!r}, which {' and '.join(faults)}"
-    raise _header_error(text_file, problem, "Correct line 1 of the file and rerun load.")
+    raise _header_error(text_file, problem, f"Correct line 1 of the file and rerun {stage}.", stage)
 
 
 def _column_list(names: Sequence[str], quote: bool) -> str:
@@ -467,16 +469,16 @@ def _column_list(names: Sequence[str], quote: bool) -> str:
     return f"{noun} {', '.join(formatted)}"
 
 
-def _header_error(text_file: TextFile, problem: str, fix: str) -> InputDataError:
+def _header_error(text_file: TextFile, problem: str, fix: str, stage: str) -> InputDataError:
     expected = text_file.separator.join(text_file.columns)
     return InputDataError(
         f"{problem}. Expected a header line with the columns {expected}, each once and in "
-        f"any order, because load matches the columns of {text_file.name} by name. {fix}"
+        f"any order, because {stage} matches the columns of {text_file.name} by name. {fix}"
     )
 
 
 def decode_with_header(
-    lines: DataFrame, text_file: TextFile, uri: str
+    lines: DataFrame, text_file: TextFile, uri: str, stage: str = "load"
 ) -> tuple[DataFrame, tuple[int, ...]]:
     """Decode the lines of the file at ``uri`` and match its header line by name.
 
@@ -491,7 +493,7 @@ def decode_with_header(
     first = decoded.filter(F.col(LINE_NUMBER) == 1).select(TEXT).first()
     if first is None:
         return decoded, text_file.default_positions()
-    return decoded, header_positions(text_file, first[TEXT], uri)
+    return decoded, header_positions(text_file, first[TEXT], uri, stage)
 
 
 def _split_fields(text_file: TextFile) -> Column:
@@ -597,9 +599,7 @@ def _csv_movie_fields(
     text = F.col(TEXT)
     data = data.withColumn("_title", F.regexp_extract(text, pattern, title_group))
     quoted_title = F.col("_title")
-    unquoted = F.regexp_replace(
-        F.expr("substring(_title, 2, length(_title) - 2)"), '""', '"'
-    )
+    unquoted = F.regexp_replace(F.expr("substring(_title, 2, length(_title) - 2)"), '""', '"')
     title = F.when(quoted_title.startswith('"'), unquoted).otherwise(quoted_title)
     matches = text.rlike(pattern)
     movie_id = F.regexp_extract(text, pattern, movie_group)

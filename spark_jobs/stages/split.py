@@ -20,6 +20,7 @@ rejected stops the stage, and nothing is committed.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -142,6 +143,12 @@ def ratings_text_file(first_line: str) -> formats.TextFile:
     return formats.MOVIELENS_CSV.ratings
 
 
+def starts_with_number(line: str) -> bool:
+    """Return whether the first comma-separated field of ``line`` is a number, as in a data row."""
+    first_field = line.lstrip("\ufeff").split(",", 1)[0].strip()
+    return re.match(formats.NUMBER_PATTERN, first_field) is not None
+
+
 @dataclass(frozen=True)
 class SplitFile:
     """One --train or --test file: its valid ratings, its rejected lines and their accounting.
@@ -170,10 +177,13 @@ def read_split_file(spark: SparkSession, uri: str, scale: formats.RatingScale) -
     if first is None:
         raise InputDataError(f"split file {uri} is empty; give a file with ratings")
     text_file = ratings_text_file(first["value"])
-    # NOTE: unlike load, split reads CSV columns by position. A header with the columns in
-    # another order is quarantined as a bad row, and each row's values go to the wrong columns.
-    decoded = formats.decode_lines(formats.read_lines(spark, uri, uri), text_file)
-    parsed = formats.parse_ratings(decoded, text_file, scale)
+    lines = formats.read_lines(spark, uri, uri)
+    if text_file.header is not None and not starts_with_number(first["value"]):
+        # A CSV file with a header line: its columns are matched by name, as load does.
+        decoded, positions = formats.decode_with_header(lines, text_file, uri, "split")
+    else:
+        decoded, positions = formats.decode_lines(lines, text_file), None
+    parsed = formats.parse_ratings(decoded, text_file, scale, positions)
     parsed = formats.mark_duplicates(parsed, (USER, MOVIE), formats.DUPLICATE_RATING)
     parsed = parsed.filter(F.col(REASON).isNull() | (F.col(REASON) != formats.HEADER_LINE)).cache()
     reasons = {

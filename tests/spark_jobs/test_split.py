@@ -251,6 +251,42 @@ def test_run_rejects_header_only_file(spark, tmp_path):
         split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
 
 
+def test_run_reads_csv_split_columns_by_name(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    header = "movieId,rating,timestamp,userId\n"
+    train_file, test_file = split_files(
+        tmp_path,
+        f"{header}1,5,881250949,1\n2,3,881250949,1\n1,4,881250949,2\n",
+        # Without a header line the columns are in the layout's order.
+        "2,2,2,881250949\n",
+        names=("train.csv", "test.csv"),
+    )
+    summary = split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    train_rows = spark.read.parquet(layout.split_train).collect()
+    assert summary["n_train"] == 3
+    assert sorted((row.userId, row.movieId, row.rating) for row in train_rows) == [
+        (1, 1, 5.0),
+        (1, 2, 3.0),
+        (2, 1, 4.0),
+    ]
+
+
+def test_run_rejects_csv_split_renamed_column(spark, tmp_path):
+    layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
+    train_file, test_file = split_files(
+        tmp_path,
+        "userId,movieId,score,timestamp\n1,1,5,881250949\n",
+        "2,2,2,881250949\n",
+        names=("train.csv", "test.csv"),
+    )
+    with pytest.raises(InputDataError) as raised:
+        split.run(context_for(spark, layout, train=str(train_file), test=str(test_file)))
+    message = str(raised.value)
+    assert f"invalid header line in file://{train_file}" in message
+    assert "missing the column rating" in message
+    assert "rerun split" in message
+
+
 def test_run_missing_split_file_names_it(spark, tmp_path):
     layout = write_loaded_run(spark, tmp_path / "run", synthetic_ratings())
     missing = str(tmp_path / "absent.test")
