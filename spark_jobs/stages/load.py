@@ -307,7 +307,7 @@ def run(context: StageContext) -> dict[str, Any]:
             for table in classified.values():
                 table.unpersist()
     logger.info(
-        "load: %d ratings and %d movies accepted, %d rows quarantined, from %s (%s) in %.1f s",
+        "load: %d ratings and %d movies accepted, rows quarantined: %d, from %s (%s) in %.1f s",
         summary["ratings"],
         summary["movies"],
         summary["rows_quarantined"],
