@@ -17,6 +17,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
+from spark_jobs.errors import InputDataError
 from spark_jobs.errors import ParameterError
 from spark_jobs.errors import PipelineError
 from spark_jobs.layout import RunLayout
@@ -278,23 +279,69 @@ def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
             )
 
 
+def local_paths_resolve_locally() -> bool:
+    """Return whether a path without a scheme names a file on this machine.
+
+    Under spark-submit, or with a Hadoop configuration such as EMR's, such a path
+    names a file in the cluster's default file system (HDFS on EMR), which only
+    Spark can check.
+    """
+    from spark_jobs.session import launched_by_spark_submit
+
+    return not launched_by_spark_submit() and not os.environ.get("HADOOP_CONF_DIR")
+
+
+def check_inputs_exist(inputs: dict[str, str | None]) -> None:
+    """Raise InputDataError when a local input path does not exist, before Spark starts.
+
+    Remote URIs and dataset names are left to the stage that reads them.
+    """
+    from spark_jobs.datasets import DATASETS
+
+    for option, value in inputs.items():
+        if value is None or (option == "--source" and value in DATASETS):
+            continue
+        uri = without_localhost(value)
+        if uri.startswith("file:"):
+            path = uri[len("file:") :]
+        elif "://" in uri:
+            continue
+        else:
+            path = uri
+        if os.path.exists(path):
+            continue
+        hint = (
+            f"Give a MovieLens directory, an s3:// prefix, or one of the dataset names "
+            f"{', '.join(sorted(DATASETS))}."
+            if option == "--source"
+            else "Give an existing ratings file or directory."
+        )
+        raise InputDataError(
+            f"input not found: {option} {value!r} does not exist "
+            f"(looked for {os.path.abspath(path)}). {hint}"
+        )
+
+
 def validate_args(args: argparse.Namespace) -> Parameters:
-    """Return the validated Parameters, or raise ParameterError naming the option."""
+    """Return the validated Parameters, or raise ParameterError naming the option.
+
+    Also raises InputDataError when a local input does not exist.
+    """
     explicit = explicit_parameters(args)
     params = Parameters().with_values(**explicit).validate()
-    check_output_location(
-        args.output,
-        {
-            "--source": getattr(args, "source", None),
-            "--train": getattr(args, "train", None),
-            "--test": getattr(args, "test", None),
-        },
-    )
+    inputs = {
+        "--source": getattr(args, "source", None),
+        "--train": getattr(args, "train", None),
+        "--test": getattr(args, "test", None),
+    }
+    check_output_location(args.output, inputs)
     if (getattr(args, "train", None) is None) != (getattr(args, "test", None) is None):
         raise ParameterError("--train and --test must be given together")
     conflict = split_conflict(getattr(args, "train", None), explicit)
     if conflict is not None:
         raise ParameterError(conflict)
+    if local_paths_resolve_locally():
+        check_inputs_exist(inputs)
     return params
 
 
@@ -374,8 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = validate_args(args)
         from spark_jobs.session import build_session
+        from spark_jobs.session import check_master
+        from spark_jobs.session import launched_by_spark_submit
         from spark_jobs.session import local_input_bytes
 
+        if not launched_by_spark_submit():
+            check_master(args.master)
         spark = build_session(
             f"spark_jobs {args.command}",
             master=args.master,

@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from spark_jobs.cli import PARAMETER_OPTIONS
     from spark_jobs.params import Parameters
+    from spark_jobs.session import check_master
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -308,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         conf = dict(_split_conf(item) for item in args.conf)
         Parameters().with_values(**parameters).validate()
+        check_master(args.master)
         request = RunRequest(
             output=_absolute(args.output, always=True),
             source=_absolute(args.source),

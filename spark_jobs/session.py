@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable
 
 from pyspark.sql import SparkSession
+
+from spark_jobs.errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,40 @@ def driver_java_options(input_bytes: int | None) -> str | None:
 def launched_by_spark_submit() -> bool:
     """Return whether spark-submit (or pyspark) started this Python process and owns the conf."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+# How long check_master waits for each standalone master to accept a connection.
+MASTER_CONNECT_SECONDS = 5.0
+
+
+def check_master(master: str | None) -> None:
+    """Raise ParameterError when a ``spark://`` master accepts no connection.
+
+    Without this check, Spark retries an unreachable standalone master for about
+    a minute and then fails with a Java stack trace. A master list such as
+    ``spark://a:7077,b:7077`` passes when any of them accepts a connection. Other masters are
+    left to Spark.
+    """
+    if master is None or not master.startswith("spark://"):
+        return
+    failures = []
+    for address in master[len("spark://") :].split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ParameterError(
+                f"invalid value for --master: {master!r}. Expected spark://HOST:PORT, "
+                f"such as spark://127.0.0.1:7077"
+            )
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), MASTER_CONNECT_SECONDS):
+                return
+        except OSError as error:
+            failures.append(f"{address} ({error.strerror or error})")
+    raise ParameterError(
+        f"invalid value for --master: failed to connect to the Spark master at "
+        f"{', '.join(failures)}. "
+        f"Start the master (sbin/start-master.sh in the Spark directory) or give another --master."
+    )
 
 
 def default_checkpoint_dir(master: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
@@ -252,3 +253,72 @@ def test_evaluate_takes_no_seed(session_calls, capsys, tmp_path):
     assert raised.value.code == 2
     assert "unrecognized arguments: --seed 7" in capsys.readouterr().err
     assert session_calls == []
+
+
+@pytest.mark.parametrize("option", ["--source", "--train", "--test"])
+def test_cli_rejects_missing_local_input(session_calls, capsys, tmp_path, option):
+    present = tmp_path / "present"
+    present.mkdir()
+    inputs = {"--source": str(present), "--train": str(present), "--test": str(present)}
+    inputs[option] = str(tmp_path / "absent")
+    arguments = ["pipeline", "--output", str(tmp_path / "run")]
+    for name, value in inputs.items():
+        arguments += [name, value]
+
+    code = cli.main(arguments)
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"input not found: {option} '{tmp_path / 'absent'}' does not exist" in message
+
+
+def test_cli_mistyped_source_lists_datasets(session_calls, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["load", "--source", "ml-latst-small", "--output", "run"])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert "--source 'ml-latst-small' does not exist" in message
+    assert "ml-100k" in message
+    assert "ml-latest-small" in message
+
+
+def test_cli_leaves_cluster_paths_to_spark(session_calls, tmp_path, monkeypatch):
+    # With a Hadoop configuration a path without a scheme names a file in HDFS.
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))
+    with pytest.raises(SessionStarted):
+        cli.main(["load", "--source", "/user/hadoop/ml", "--output", str(tmp_path / "run")])
+    assert len(session_calls) == 1
+
+
+def test_cli_rejects_unreachable_master(session_calls, capsys, tmp_path):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    # Nothing listens on the port once the socket is closed.
+    code = cli.main(["explore", "--master", f"spark://127.0.0.1:{port}", "--output", str(tmp_path)])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"failed to connect to the Spark master at 127.0.0.1:{port}" in message
+
+
+def test_cli_accepts_listening_master(session_calls, tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        master = f"spark://127.0.0.1:1,127.0.0.1:{port}"
+        with pytest.raises(SessionStarted):
+            cli.main(["explore", "--master", master, "--output", str(tmp_path)])
+    assert len(session_calls) == 1
+
+
+def test_cli_rejects_master_without_port(session_calls, capsys, tmp_path):
+    code = cli.main(["explore", "--master", "spark://127.0.0.1", "--output", str(tmp_path)])
+
+    assert code == 2
+    assert "spark://HOST:PORT" in capsys.readouterr().err
