@@ -110,9 +110,22 @@ def chosen_settings(
         list_spec = ListSpec(chosen["list"]["strategy"], chosen["list"]["candidates"])
         ranker = chosen.get("ranker", ranker)
     else:
+        if settings["model"] == ALS_KIND:
+            model_text = (
+                f"ALS rating model (rank {settings['rank']}, regParam {settings['regParam']:g}, "
+                f"maxIter {settings['maxIter']})"
+            )
+        else:
+            model_text = (
+                f"Bayesian rating model (rank {settings['bayes_rank']}, "
+                f"samples {settings['bayes_samples']})"
+            )
         logger.info(
-            "train: tune has not run in %s, so train uses the command line and the defaults",
+            "train: no committed tune output in %s, so train uses the command line and the "
+            "defaults: the %s, implicit ALS alone as the ranking model, and the '%s' default list",
             layout.root,
+            model_text,
+            list_spec.name,
         )
     for kind, names in MODEL_OPTIONS.items():
         unused = given_options(context, names)

@@ -109,7 +109,13 @@ def test_split_rerun_drops_tunes_choice(spark, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="spark_jobs.stages.train"):
         summary = train.run(context_for(spark, layout, explicit={"implicit_max_iter": 2}))
     metrics = fs.read_json(spark, layout.metrics)
-    assert f"train: tune has not run in {layout.root}" in caplog.text
+    assert f"train: no committed tune output in {layout.root}" in caplog.text
+    defaults = Parameters()
+    assert (
+        f"the ALS rating model (rank {defaults.rank}, regParam {defaults.reg_param:g}, "
+        f"maxIter {defaults.max_iter})" in caplog.text
+    )
+    assert "the 'implicit' default list" in caplog.text
     assert metrics["params_source"] == "command line and defaults"
     assert summary["params"]["rank"] == Parameters().rank
 
