@@ -446,11 +446,11 @@ def header_positions(
     add_header = f"Add the header line as line 1 and rerun {stage}."
     if not line.strip():
         problem = f"missing header line in {uri}: line 1 is blank"
-        raise _header_error(text_file, problem, add_header, stage)
+        raise _header_error(text_file, uri, problem, add_header, stage)
     # A data row in the layout's order starts with an id, which no column name matches.
     if not positions and re.match(NUMBER_PATTERN, found[0]):
         problem = f"missing header line in {uri}: line 1 is the data row {_shorten(line)!r}"
-        raise _header_error(text_file, problem, add_header, stage)
+        raise _header_error(text_file, uri, problem, add_header, stage)
     faults = []
     if missing:
         faults.append(f"is missing the {_column_list(missing, quote=False)}")
@@ -460,7 +460,9 @@ def header_positions(
         faults.append(f"repeats the {_column_list(repeated, quote=True)}")
     found_line = _shorten(line)
     problem = f"invalid header line in {uri}: found {found_line!r}, which {' and '.join(faults)}"
-    raise _header_error(text_file, problem, f"Correct line 1 of the file and rerun {stage}.", stage)
+    raise _header_error(
+        text_file, uri, problem, f"Correct line 1 of the file and rerun {stage}.", stage
+    )
 
 
 def _column_list(names: Sequence[str], quote: bool) -> str:
@@ -469,11 +471,14 @@ def _column_list(names: Sequence[str], quote: bool) -> str:
     return f"{noun} {', '.join(formatted)}"
 
 
-def _header_error(text_file: TextFile, problem: str, fix: str, stage: str) -> InputDataError:
+def _header_error(
+    text_file: TextFile, uri: str, problem: str, fix: str, stage: str
+) -> InputDataError:
     expected = text_file.separator.join(text_file.columns)
+    file_name = uri.rstrip("/").rsplit("/", 1)[-1]
     return InputDataError(
         f"{problem}. Expected a header line with the columns {expected}, each once and in "
-        f"any order, because {stage} matches the columns of {text_file.name} by name. {fix}"
+        f"any order, because {stage} matches the columns of {file_name} by name. {fix}"
     )
 
 
