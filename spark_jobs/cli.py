@@ -30,6 +30,7 @@ from spark_jobs.steps import STAGES
 from spark_jobs.steps import RunRequest
 from spark_jobs.steps import build_steps
 from spark_jobs.steps import option_name
+from spark_jobs.steps import source_missing
 from spark_jobs.steps import split_conflict
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def _number_list(convert: Callable[[str], Any], kind: str, example: str) -> Call
     """Return an argparse type that reads comma-separated ``kind`` with ``convert``."""
 
     def parse(text: str) -> tuple:
+        # An empty entry, as in "8,,16", is rejected like any other unreadable one.
         try:
-            return tuple(convert(item) for item in text.split(",") if item.strip())
+            return tuple(convert(item) for item in text.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"invalid list {text!r}; expected {kind} separated by commas, for example {example}"
@@ -230,7 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--no-tune", action="store_true", help="skip the tune stage")
     all_parameters = [name for name in PARAMETER_OPTIONS]
     add_parameter_options(pipeline, all_parameters, "pipeline")
+    parser.set_defaults(stage_parsers=subcommands.choices)
     return parser
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse ``argv``, reporting an unknown option with the usage of the stage it was given to.
+
+    argparse reports unknown options from the top-level parser, whose usage
+    line lists only the stage names.
+    """
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.stage_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    del args.stage_parsers
+    return args
 
 
 def _add_split_files(parser: argparse.ArgumentParser) -> None:
@@ -258,12 +276,23 @@ def _normalise(uri: str) -> str:
 
 
 def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
-    """Raise ParameterError when the run directory is a file, or inside (or is) one of the inputs."""
+    """Raise ParameterError when the run directory is or is under a file, or overlaps an input.
+
+    An input overlaps when the run directory is inside it, is it, or contains it.
+    """
     out = _normalise(output)
     # _normalise leaves a remote URI as it is, and no local file has that name.
     if os.path.isfile(out.rstrip("/")):
         raise ParameterError(
             f"invalid value for --output: {output!r} is a file; give a directory, new or existing"
+        )
+    parent = os.path.dirname(out.rstrip("/"))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and os.path.isfile(parent):
+        raise ParameterError(
+            f"invalid value for --output: {output!r} is under {parent}, which is a file; "
+            f"give a directory, new or existing"
         )
     for option, value in inputs.items():
         if value is None:
@@ -276,6 +305,12 @@ def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
             raise ParameterError(
                 f"invalid value for --output: {output!r} is inside the input {option} {value!r}; "
                 f"choose a run directory outside the input data"
+            )
+        if inside.startswith(out):
+            raise ParameterError(
+                f"invalid value for --output: {output!r} contains the input {option} {value!r}, "
+                f"and the stages replace whole directories in the run directory. Choose a run "
+                f"directory that does not contain the input data"
             )
 
 
@@ -340,6 +375,10 @@ def validate_args(args: argparse.Namespace) -> Parameters:
     conflict = split_conflict(getattr(args, "train", None), explicit)
     if conflict is not None:
         raise ParameterError(conflict)
+    if args.command == "pipeline":
+        missing = source_missing(args.source, args.train)
+        if missing is not None:
+            raise ParameterError(missing)
     if local_paths_resolve_locally():
         check_inputs_exist(inputs)
     return params
@@ -417,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     try:
         params = validate_args(args)
         from spark_jobs.session import build_session

@@ -82,6 +82,17 @@ def split_conflict(train: str | None, parameters: Mapping[str, object]) -> str |
     )
 
 
+def source_missing(source: str | None, train: str | None) -> str | None:
+    """Return why an existing split needs a source, or None when it has one or is not given."""
+    if train is None or source is not None:
+        return None
+    return (
+        "--train and --test need --source, the MovieLens directory or dataset name the "
+        "split files come from, because load reads the movies and the rating scale there. "
+        "Without --source, load would read the built-in sample."
+    )
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """A run request: a source, a run directory and the parameters the user set.
@@ -108,9 +119,12 @@ class RunRequest:
             raise ValueError(f"unknown parameters {unknown}; allowed: {sorted(known)}")
         if (self.train is None) != (self.test is None):
             raise ValueError("train and test must be given together, or neither")
-        conflict = split_conflict(self.train, self.parameters)
-        if conflict is not None:
-            raise ValueError(conflict)
+        for problem in (
+            split_conflict(self.train, self.parameters),
+            source_missing(self.source, self.train),
+        ):
+            if problem is not None:
+                raise ValueError(problem)
 
 
 @dataclass(frozen=True)

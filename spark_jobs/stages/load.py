@@ -146,7 +146,7 @@ def resolve_source(spark: SparkSession, source: str | None, layout: RunLayout) -
     if not fs.is_directory(spark, directory):
         raise InputDataError(
             f"source not found: {directory} is not a directory. Give a MovieLens directory, "
-            f"an s3:// prefix, or one of the dataset names {sorted(datasets.DATASETS)}."
+            f"an s3:// prefix, or one of the dataset names {', '.join(sorted(datasets.DATASETS))}."
         )
     detected = formats.detect_layout(fs.list_names(spark, directory), directory)
     files = {"ratings": f"{directory}/{detected.ratings.name}"}

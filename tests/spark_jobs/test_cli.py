@@ -129,7 +129,8 @@ def test_cli_rejects_output_equal_to_s3_source(session_calls, capsys):
 
 
 def test_cli_rejects_train_without_test(session_calls, capsys, tmp_path):
-    code = cli.main(["split", "--train", str(tmp_path / "u1.base"), "--output", str(tmp_path)])
+    arguments = ["split", "--train", str(tmp_path / "u1.base"), "--output", str(tmp_path / "run")]
+    code = cli.main(arguments)
     assert code == 2
     assert session_calls == []
     assert "--train and --test must be given together" in capsys.readouterr().err
@@ -190,12 +191,19 @@ def test_help_shows_every_range(capsys, name):
     assert f"allowed {RANGES[name].text()}" in entry
 
 
-def test_bad_grid_names_the_format(capsys, tmp_path):
+@pytest.mark.parametrize("grid", ["8,x", "8,,16", "8,16,"])
+def test_bad_grid_names_the_format(capsys, tmp_path, grid):
     with pytest.raises(SystemExit):
-        cli.main(["tune", "--output", str(tmp_path), "--rank-grid", "8,x"])
+        cli.main(["tune", "--output", str(tmp_path), "--rank-grid", grid])
     message = capsys.readouterr().err
-    assert "invalid list '8,x'" in message
+    assert f"invalid list '{grid}'" in message
     assert "integers separated by commas" in message
+
+
+def test_grid_allows_spaces(session_calls, tmp_path):
+    with pytest.raises(SessionStarted):
+        cli.main(["tune", "--output", str(tmp_path), "--rank-grid", "8, 16"])
+    assert len(session_calls) == 1
 
 
 def test_help_names_tuned_defaults(capsys):
@@ -250,8 +258,10 @@ def test_top_level_help_for_users(capsys):
 def test_evaluate_takes_no_seed(session_calls, capsys, tmp_path):
     with pytest.raises(SystemExit) as raised:
         cli.main(["evaluate", "--output", str(tmp_path), "--seed", "7"])
+    message = capsys.readouterr().err
     assert raised.value.code == 2
-    assert "unrecognized arguments: --seed 7" in capsys.readouterr().err
+    assert "unrecognized arguments: --seed 7" in message
+    assert "usage: python -m spark_jobs evaluate" in message
     assert session_calls == []
 
 
@@ -322,3 +332,44 @@ def test_cli_rejects_master_without_port(session_calls, capsys, tmp_path):
 
     assert code == 2
     assert "spark://HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--source", "--train"])
+def test_cli_rejects_output_containing_input(session_calls, capsys, tmp_path, option):
+    data = tmp_path / "run" / "ratings"
+    data.mkdir(parents=True)
+    arguments = ["pipeline", "--source", str(data), "--output", str(tmp_path / "run")]
+    if option == "--train":
+        arguments = ["split", "--train", str(data), "--test", str(data)]
+        arguments += ["--output", str(tmp_path / "run")]
+
+    code = cli.main(arguments)
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"contains the input {option} '{data}'" in message
+
+
+def test_cli_rejects_output_under_file(session_calls, capsys, tmp_path):
+    (tmp_path / "notes").write_text("a file\n")
+
+    code = cli.main(["explore", "--output", str(tmp_path / "notes" / "run")])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert f"is under {tmp_path / 'notes'}, which is a file" in message
+
+
+def test_pipeline_rejects_files_without_source(session_calls, capsys, tmp_path):
+    split_file = tmp_path / "u1.base"
+    split_file.write_text("1\t1\t5\t0\n")
+    arguments = ["pipeline", "--train", str(split_file), "--test", str(split_file)]
+
+    code = cli.main([*arguments, "--output", str(tmp_path / "run")])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert session_calls == []
+    assert "--train and --test need --source" in message

@@ -286,3 +286,14 @@ def recommendations_by_user(csv_path: Path) -> dict[str, list[dict[str, str]]]:
             for row in csv.DictReader(handle):
                 by_user.setdefault(row["userId"], []).append(row)
     return by_user
+
+
+def test_main_rejects_missing_source_before_spark(capsys, tmp_path):
+    arguments = ["--artifact", str(tmp_path), "--output", str(tmp_path / "run")]
+
+    code = local_runner.main([*arguments, "--source", "ml-latst-small"])
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert "input not found: --source 'ml-latst-small' does not exist" in message
+    assert not (tmp_path / "run").exists()

@@ -39,7 +39,8 @@ def test_source_goes_to_load_only():
 
 
 def test_existing_split_goes_to_split_only():
-    args = steps_by_name(RunRequest(output="/r", train="/d/u1.base", test="/d/u1.test"))
+    request = RunRequest(output="/r", source="/d", train="/d/u1.base", test="/d/u1.test")
+    args = steps_by_name(request)
     assert args["split"] == ("split", "--output", "/r", "--train", "/d/u1.base", "--test",
                              "/d/u1.test")
     assert "--train" not in args["train"]
@@ -91,6 +92,11 @@ def test_run_request_rejects_unknown_parameter():
 def test_run_request_rejects_train_without_test():
     with pytest.raises(ValueError, match="train and test must be given together"):
         RunRequest(output="/r", train="/d/u1.base")
+
+
+def test_request_rejects_files_without_source():
+    with pytest.raises(ValueError, match="--train and --test need --source"):
+        RunRequest(output="/r", train="/d/u1.base", test="/d/u1.test")
 
 
 def test_request_rejects_fraction_with_files():
