@@ -265,14 +265,22 @@ def explicit_parameters(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _normalise(uri: str) -> str:
-    """Return ``uri`` as a comparable prefix: a local path resolved through symlinks, else the URI."""
+def _local_path(uri: str) -> str | None:
+    """Return the local path that a plain path or ``file:`` URI names, or None for a remote URI."""
     uri = without_localhost(uri)
     if uri.startswith("file:"):
-        uri = uri[len("file:") :]
-    elif "://" in uri:
+        return uri[len("file:") :]
+    if "://" in uri:
+        return None
+    return uri
+
+
+def _normalise(uri: str) -> str:
+    """Return ``uri`` as a comparable prefix: a local path resolved through symlinks, else the URI."""
+    path = _local_path(uri)
+    if path is None:
         return uri.rstrip("/") + "/"
-    return os.path.realpath(uri).rstrip("/") + "/"
+    return os.path.realpath(path).rstrip("/") + "/"
 
 
 def check_output_location(output: str, inputs: dict[str, str | None]) -> None:
@@ -329,21 +337,18 @@ def local_paths_resolve_locally() -> bool:
 def check_inputs_exist(inputs: dict[str, str | None]) -> None:
     """Raise InputDataError when a local input path does not exist, before Spark starts.
 
-    Remote URIs and dataset names are left to the stage that reads them.
+    Remote URIs and dataset names are left to the stage that reads them, and so
+    are all paths when local_paths_resolve_locally is false.
     """
     from spark_jobs.datasets import DATASETS
 
+    if not local_paths_resolve_locally():
+        return
     for option, value in inputs.items():
         if value is None or (option == "--source" and value in DATASETS):
             continue
-        uri = without_localhost(value)
-        if uri.startswith("file:"):
-            path = uri[len("file:") :]
-        elif "://" in uri:
-            continue
-        else:
-            path = uri
-        if os.path.exists(path):
+        path = _local_path(value)
+        if path is None or os.path.exists(path):
             continue
         hint = (
             f"Give a MovieLens directory, an s3:// prefix, or one of the dataset names "
@@ -379,8 +384,7 @@ def validate_args(args: argparse.Namespace) -> Parameters:
         missing = source_missing(args.source, args.train)
         if missing is not None:
             raise ParameterError(missing)
-    if local_paths_resolve_locally():
-        check_inputs_exist(inputs)
+    check_inputs_exist(inputs)
     return params
 
 

@@ -297,7 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from spark_jobs.cli import PARAMETER_OPTIONS
     from spark_jobs.cli import check_inputs_exist
-    from spark_jobs.cli import local_paths_resolve_locally
     from spark_jobs.params import Parameters
     from spark_jobs.session import check_master
 
@@ -312,10 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = dict(_split_conf(item) for item in args.conf)
         Parameters().with_values(**parameters).validate()
         check_master(args.master)
-        if local_paths_resolve_locally():
-            check_inputs_exist(
-                {"--source": args.source, "--train": args.train, "--test": args.test}
-            )
+        check_inputs_exist({"--source": args.source, "--train": args.train, "--test": args.test})
         request = RunRequest(
             output=_absolute(args.output, always=True),
             source=_absolute(args.source),

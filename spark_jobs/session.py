@@ -85,8 +85,8 @@ def check_master(master: str | None) -> None:
 
     Without this check, Spark retries an unreachable standalone master for about
     a minute and then fails with a Java stack trace. A master list such as
-    ``spark://a:7077,b:7077`` passes when any of them accepts a connection. Other masters are
-    left to Spark.
+    ``spark://a:7077,b:7077`` passes when any of them accepts a connection.
+    Other masters are left to Spark.
     """
     if master is None or not master.startswith("spark://"):
         return
